@@ -1,0 +1,154 @@
+"""The framework every API family module plugs into.
+
+One module per family (openai.py, anthropic.py, ...) defines one `ApiFamily` subclass;
+it knows everything family-specific: which flows are its own, where the credential
+is, the model / output limit / n of a request, how its responses are framed, which
+frames carry usage and how to read them, and its error shape. Everything generic
+(decoding, frame cutting, bounded buffering, estimation) lives outside the families.
+Adding an API = adding one module and listing it in `apis/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+Framing = Literal["sse", "ndjson", "json", "json-array"]
+EndpointKind = Literal["metered", "free", "unmetered"]
+
+
+class BadRequestBody(ValueError):
+    """The request body on an LLM route cannot be read unambiguously (-> 400)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which API a request belongs to. Routing is by shape (method + path), never by host."""
+
+    family: "ApiFamily"
+    provider: str  # metrics label: openai | azure | anthropic | gemini | ollama
+    endpoint: str  # chat | completions | embeddings | messages | ... (audit/debug only)
+    kind: EndpointKind  # metered: reserve/settle; free: pass; unmetered: 403 unless allowed
+    model_from_path: str | None = None  # Azure deployment, Gemini model
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the reservation needs from a request body (pure data, no I/O)."""
+
+    model: str | None
+    stream: bool
+    max_output: int | None  # the limit the request itself names; None if none
+    multiplier: int = 1  # n / max(n, best_of) / candidateCount
+    produces_output: bool = True  # False for embeddings
+    wants_usage: bool = False  # OpenAI-style stream: the client itself asked for usage
+
+
+@dataclass
+class Usage:
+    """Token counts as the upstream reported them, normalised to the contract's meaning.
+
+    prompt_tokens counts every input token processed (cache reads and writes included);
+    completion_tokens every output token (reasoning included). None = not reported.
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.prompt_tokens is not None and self.completion_tokens is not None
+
+    @property
+    def total(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+class UsageReader(abc.ABC):
+    """Per-response state: fed the parsed JSON of each frame that may carry usage."""
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+        self.invalid: str | None = None  # set when a usage value was absurd (flagged, ignored)
+
+    @abc.abstractmethod
+    def feed(self, obj: Any) -> None:
+        """Take one parsed frame (or the whole body for JSON). Replace, never sum."""
+
+
+def count(value: Any) -> int | None:
+    """A usage number as the contract accepts it: a non-negative int below 2**53, else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if value < 0 or value >= 2**53:
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """How a refusal is spelled on one family's routes."""
+
+    status: int
+    code: str  # contract code: insufficient_quota, rate_limit_exceeded, invalid_api_key, ...
+    message: str
+
+
+class ApiFamily(abc.ABC):
+    """One LLM API family. Instances are stateless and shared by all flows."""
+
+    name: str = ""  # module name, e.g. "openai"
+    # Header names (lowercase) whose value is the credential, in the places this family's
+    # upstream honours. "authorization" is read as "Bearer X".
+    credential_headers: tuple[str, ...] = ("authorization",)
+    credential_query: tuple[str, ...] = ()
+    # Raw-frame substrings that a frame must contain to be worth JSON-parsing for usage.
+    usage_markers: tuple[bytes, ...] = (b'"usage"',)
+    # Captures the string values that are generated output text, for the estimate.
+    output_text: re.Pattern[bytes] = re.compile(rb'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+    @abc.abstractmethod
+    def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
+        """Return a Route when this request is one of this family's endpoints."""
+
+    @abc.abstractmethod
+    def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        """Read model, stream, limit and n; raise BadRequestBody for a bad limit."""
+
+    @abc.abstractmethod
+    def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
+        """Name `limit` as the output limit of a request that named none (mutates body)."""
+
+    def request_usage(self, route: Route, body: dict[str, Any]) -> bool:
+        """Ask a stream for a usage frame the client did not ask for. True if body changed."""
+        return False
+
+    def is_injected_usage_frame(self, obj: Any) -> bool:
+        """True for the usage-only frame that exists only because request_usage() asked."""
+        return False
+
+    @abc.abstractmethod
+    def framing(self, route: Route, facts: RequestFacts, content_type: str) -> Framing:
+        """How the response body is cut into frames."""
+
+    @abc.abstractmethod
+    def new_usage_reader(self, route: Route) -> UsageReader:
+        """Fresh per-response usage state."""
+
+    @abc.abstractmethod
+    def error_body(self, error: ErrorShape) -> dict[str, Any]:
+        """The refusal body in this family's own error shape."""
+
+
+@dataclass
+class Credentials:
+    """What authentication found: zero or one credential, or a reason it is unusable."""
+
+    value: str | None = None
+    error: str | None = None  # two different credentials, folded duplicate, unparseable
+    places: list[str] = field(default_factory=list)

@@ -1,0 +1,165 @@
+"""The one interface every ledger backend implements, and the value types it speaks.
+
+The ledger is the only place where budget state lives. Everything it promises is
+atomic per call: a reservation either holds on every cap it touches or on none.
+Backends: memory (tests), sqlite (default, durable), redis (many proxies).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+WindowKind = Literal["balance", "rolling", "daily", "monthly"]
+UsageSource = Literal["reported", "estimated", "none", "orphaned"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """How spend is counted against a cap over time (UTC for daily/monthly)."""
+
+    kind: WindowKind = "balance"
+    seconds: int | None = None  # only for rolling
+
+    def label(self) -> str:
+        """The report/contract spelling: balance, rolling:SECONDS, daily, monthly."""
+        return f"rolling:{self.seconds}" if self.kind == "rolling" else self.kind
+
+
+@dataclass(frozen=True)
+class Cap:
+    """One budget a request is charged against: a key's or an account's.
+
+    `subject` is the ledger's row name, e.g. "key:agent-zero" or "account:research";
+    `limit` None means metered but not capped (spend is still recorded).
+    """
+
+    subject: str
+    limit: int | None
+    window: Window = field(default_factory=Window)
+
+
+@dataclass(frozen=True)
+class CapRefusal:
+    """Why one cap could not hold a reservation.
+
+    reason "quota": a balance cap whose settled spend alone leaves no room (never retry).
+    reason "rate": a resetting cap is full, or a balance cap is full only because of
+    other requests' holds; retry_after is whole seconds >= 1.
+    """
+
+    subject: str
+    reason: Literal["quota", "rate"]
+    retry_after: int | None
+    limit: int
+    spent: int
+    reserved: int
+    requested: int
+    exceeds_cap: bool = False  # the reservation alone is larger than the cap
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The answer to reserve(): a hold id when granted, else one refusal per cap."""
+
+    hold_id: str | None
+    amount: int
+    refusals: tuple[CapRefusal, ...] = ()
+
+    @property
+    def granted(self) -> bool:
+        return self.hold_id is not None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The answer to settle(): what was charged and whether it overran the hold."""
+
+    charged: int
+    overrun: bool
+    already_final: bool = False  # the hold was settled/released before (idempotent no-op)
+
+
+@dataclass(frozen=True)
+class CapState:
+    """A cap as the report and the budget gauges see it right now."""
+
+    subject: str
+    limit: int | None
+    window: Window
+    spent: int  # settled spend inside the current window
+    reserved: int  # live holds
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.limit is None else self.limit - self.spent - self.reserved
+
+
+@dataclass(frozen=True)
+class HoldInfo:
+    """A live hold, for operators and tests."""
+
+    hold_id: str
+    owner: str
+    amount: int
+    subjects: tuple[str, ...]
+    created: float
+
+
+class LedgerUnavailable(Exception):
+    """The backend cannot be reached or written; callers fail closed (503)."""
+
+
+class Ledger(abc.ABC):
+    """Budget state behind one small interface.
+
+    Every method is a coroutine so a networked backend fits; local backends may do
+    their (short) work inline. `now` parameters exist for tests only; production passes
+    None and the backend uses its own clock (Redis: the server's).
+    """
+
+    owner: str  # this process's id; holds carry it
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, create schema, register this owner, reclaim holds of dead owners."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop heartbeating and disconnect. Does not touch live holds."""
+
+    @abc.abstractmethod
+    async def reserve(self, caps: Sequence[Cap], amount: int, *, now: float | None = None) -> Reservation:
+        """Atomically hold `amount` on every cap, or on none and say why per cap."""
+
+    @abc.abstractmethod
+    async def settle(
+        self, hold_id: str, actual: int, *, source: UsageSource, now: float | None = None
+    ) -> Settlement:
+        """Turn the hold into `actual` spend (all of it, even above the hold), once."""
+
+    @abc.abstractmethod
+    async def release(self, hold_id: str) -> None:
+        """Drop the hold without spend (never sent / upstream non-2xx). Idempotent."""
+
+    @abc.abstractmethod
+    async def snapshot(self, caps: Sequence[Cap], *, now: float | None = None) -> list[CapState]:
+        """Spend inside each cap's current window and its live holds. Read-only."""
+
+    @abc.abstractmethod
+    async def holds(self) -> list[HoldInfo]:
+        """Every live hold (all owners)."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, *, now: float | None = None) -> int:
+        """Renew this owner's lease and reclaim holds whose owner's lease lapsed or whose
+        hard maximum age passed (charged whole as `orphaned`). Returns how many were reclaimed."""
+
+    async def ping(self) -> bool:
+        """True when the backend answers (readiness)."""
+        try:
+            await self.snapshot([])
+            return True
+        except LedgerUnavailable:
+            return False

@@ -1,0 +1,523 @@
+"""The policy file (YAML, `version: 1`) as frozen, validated data.
+
+Every mistake an operator can make in the file is a `PolicyError` whose text is one line,
+"FILE:LINE: FIELD: problem; fix: ...", so a proxy that refuses to start says exactly what
+to change. Typos are errors, never silently ignored: an unknown field could otherwise turn
+a cap off. Raw credentials never leave `load_policy`: the plain `credential:` form is
+fingerprinted on the spot and only its fingerprint is kept.
+
+Defaults: `require_auth: true`, `fallback_max_output: 4096`, `unmetered_endpoints: refuse`,
+a key's `account` is `default` (which must then be declared when `accounts:` is non-empty),
+a cap's `window` is `balance`. A missing or null `cap` means metered, not capped.
+
+`python -m addon.policy check FILE` and `python -m addon.policy hash` (credential on stdin)
+back `./run.sh check` and `./run.sh hash`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import sys
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from addon.ledger.base import Cap, Window
+
+ANONYMOUS = "anonymous"  # account/key label of an unknown credential when require_auth is off
+OTHER = "other"  # model label of every model the policy does not name
+RESERVED_IDS = frozenset({ANONYMOUS, OTHER})
+DEFAULT_ACCOUNT = "default"
+DEFAULT_FALLBACK_MAX_OUTPUT = 4096
+
+_TOP_FIELDS = (
+    "version",
+    "require_auth",
+    "fallback_max_output",
+    "unmetered_endpoints",
+    "models",
+    "accounts",
+    "keys",
+)
+_KEY_FIELDS = ("id", "account", "credential_sha256", "credential", "cap", "window")
+_ACCOUNT_FIELDS = ("cap", "window")
+_MODEL_FIELDS = ("max_output",)
+_WINDOW_NAMES = ("balance", "daily", "monthly")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PLAIN_WORD = re.compile(r"^[a-z_]{1,30}$")  # safe to echo: no credential looks like this
+_MAX_ID_LEN = 128
+
+
+class PolicyError(Exception):
+    """A policy file that must not be used; str() is one line naming file, line, field and fix."""
+
+    def __init__(self, file: str, line: int | None, field: str, problem: str, fix: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.problem = _one_line(problem)
+        self.fix = _one_line(fix)
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {field}: {self.problem}; fix: {self.fix}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the policy says about one model, by the name clients send."""
+
+    max_output: int | None
+
+
+@dataclass(frozen=True)
+class Account:
+    """A budget shared by all of an account's keys."""
+
+    id: str
+    cap: int | None
+    window: Window
+
+
+@dataclass(frozen=True)
+class Key:
+    """One client credential (or several, for rotation) and its own budget."""
+
+    id: str
+    account: str
+    fingerprints: tuple[str, ...]
+    cap: int | None
+    window: Window
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A loaded policy. Immutable; a reload builds a new one."""
+
+    path: str
+    version: int
+    require_auth: bool
+    fallback_max_output: int
+    models: Mapping[str, ModelInfo]
+    accounts: Mapping[str, Account]
+    keys: tuple[Key, ...]
+    unmetered_endpoints: Literal["refuse", "allow"]
+    digest: str
+    warnings: tuple[str, ...] = ()
+    _by_fp: Mapping[str, Key] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {fp: key for key in self.keys for fp in key.fingerprints}
+        object.__setattr__(self, "_by_fp", types.MappingProxyType(index))
+
+    def key_by_fingerprint(self, fp: str) -> Key | None:
+        return self._by_fp.get(fp)
+
+    def caps_for(self, key: Key) -> list[Cap]:
+        """The key's cap, then its account's; both always, so spend is recorded for both."""
+        account = self.accounts.get(key.account) or Account(key.account, None, Window())
+        return [
+            Cap(f"key:{key.id}", key.cap, key.window),
+            Cap(f"account:{account.id}", account.cap, account.window),
+        ]
+
+    def model_label(self, model: str | None) -> str:
+        """A metrics label clients cannot choose: a model the policy names, else "other"."""
+        return model if model is not None and model in self.models else OTHER
+
+    def model_max_output(self, model: str | None) -> int | None:
+        info = self.models.get(model) if model is not None else None
+        return info.max_output if info else None
+
+
+def fingerprint(credential: str) -> str:
+    """Lowercase hex SHA-256 of the trimmed credential: the only form seatbelt keeps."""
+    return hashlib.sha256(credential.strip().encode("utf-8")).hexdigest()
+
+
+def load_policy(path: str) -> Policy:
+    """Read, parse and validate a policy file; raise PolicyError (one line) on any problem."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise PolicyError(
+            path, None, "file", f"cannot read the policy ({reason})",
+            "point seatbelt_policy at a readable UTF-8 YAML file",
+        ) from None
+    return _Loader(path).load(text)
+
+
+# -- internals -------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _describe(node: yaml.Node) -> str:
+    """A value's kind for an error message; never the text of a string (it may be a secret)."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag.rsplit(":", 1)[-1]
+    if tag in ("int", "float", "bool", "null"):
+        return f"{tag} {node.value}" if tag != "null" else "null"
+    return "a string"
+
+
+def _field_name(name: str) -> str:
+    """An unknown field's name for a message, only if it looks like a field name."""
+    return f"`{name}`" if _PLAIN_WORD.match(name) else "a field"
+
+
+class _Loader:
+    """Walks the composed YAML node tree so every problem can name its line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.warnings: list[str] = []
+        self._constructor = yaml.SafeLoader("")  # turns one scalar node into its value
+
+    def fail(self, node: yaml.Node | None, where: str, problem: str, fix: str) -> PolicyError:
+        return PolicyError(self.path, _line(node) if node is not None else None, where, problem,
+                           fix)
+
+    # -- YAML -> nodes and scalars --
+
+    def load(self, text: str) -> Policy:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            line = mark.line + 1 if mark else None
+            problem = e.problem or e.context or "not valid YAML"
+            raise PolicyError(self.path, line, "yaml", f"invalid YAML: {problem}",
+                              "correct the YAML syntax at that line") from None
+        except yaml.YAMLError as e:
+            raise PolicyError(self.path, None, "yaml", f"invalid YAML ({type(e).__name__})",
+                              "correct the YAML syntax") from None
+        finally:
+            loader.dispose()
+        if root is None:
+            raise PolicyError(self.path, None, "policy", "the file is empty",
+                              "start it with `version: 1` (see policies/default.yaml)")
+        return self.policy(root)
+
+    def scalar(self, node: yaml.Node, where: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, where, f"expected a single value, got {_describe(node)}",
+                            "write a plain value here")
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            raise self.fail(node, where, "value cannot be read", "write a plain value here") \
+                from None
+
+    def mapping(
+        self, node: yaml.Node, where: str, allowed: tuple[str, ...] | None
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """Field name -> (name node, value node); duplicates and unknown fields are errors."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, where, f"expected a mapping, got {_describe(node)}",
+                            "write `name: value` pairs here")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        here = where or "policy"
+        for key_node, value_node in node.value:
+            name = self.scalar(key_node, here)
+            if not isinstance(name, str):
+                raise self.fail(key_node, here, f"a name must be a string, got "
+                                f"{_describe(key_node)}", "quote it")
+            if allowed is not None and name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"did you mean `{close[0]}`? " if close else ""
+                raise self.fail(
+                    key_node, here, f"unknown field {_field_name(name)}",
+                    f"{hint}allowed fields: {', '.join(allowed)}",
+                )
+            if name in out:  # PyYAML would silently keep the last one
+                raise self.fail(key_node, f"{where}.{name}" if where else name,
+                                f"`{name}` appears twice", "keep only one of them")
+            out[name] = (key_node, value_node)
+        return out
+
+    # -- typed values --
+
+    def integer(self, node: yaml.Node, where: str, *, minimum: int, what: str) -> int:
+        value = self.scalar(node, where)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(node, where, f"must be {what}, got {_describe(node)}",
+                            f"write {what} (e.g. 200000)" if minimum == 0
+                            else f"write {what} (e.g. 4096)")
+        return value
+
+    def cap(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str) -> int | None:
+        if "cap" not in fields:
+            return None
+        node = fields["cap"][1]
+        if self.scalar(node, f"{where}.cap") is None:
+            return None
+        return self.integer(node, f"{where}.cap", minimum=0, what="a non-negative integer")
+
+    def window(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str) -> Window:
+        if "window" not in fields:
+            return Window()
+        node = fields["window"][1]
+        at = f"{where}.window"
+        fix = "write balance, daily, monthly or {rolling: SECONDS}"
+        if isinstance(node, yaml.MappingNode):
+            inner = self.mapping(node, at, ("rolling",))
+            if "rolling" not in inner:
+                raise self.fail(node, at, "a window mapping needs `rolling`", fix)
+            seconds = self.integer(inner["rolling"][1], f"{at}.rolling", minimum=1,
+                                   what="a positive number of seconds")
+            return Window("rolling", seconds)
+        value = self.scalar(node, at)
+        if value is None:
+            return Window()
+        if isinstance(value, str):
+            name = value.strip()
+            if name in _WINDOW_NAMES:
+                return Window(name)  # type: ignore[arg-type]
+            m = re.fullmatch(r"rolling:\s*(\d+)", name)
+            if m and int(m.group(1)) >= 1:
+                return Window("rolling", int(m.group(1)))
+        shown = f"`{value}`" if isinstance(value, str) and _PLAIN_WORD.match(value) \
+            else f"({_describe(node)})"
+        raise self.fail(node, at, f"unknown window {shown}", fix)
+
+    def ident(self, node: yaml.Node, where: str, what: str) -> str:
+        value = self.scalar(node, where)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(node, where, f"{what} must be a non-empty string, got "
+                            f"{_describe(node)}", "write a name such as `agent-zero` (quote it "
+                            "if it looks like a number)")
+        if value != value.strip() or len(value) > _MAX_ID_LEN or not value.isprintable():
+            raise self.fail(node, where, f"{what} must be printable, without surrounding "
+                            f"spaces, at most {_MAX_ID_LEN} characters",
+                            "use a short name such as `agent-zero`")
+        if value in RESERVED_IDS:
+            raise self.fail(node, where, f"`{value}` is reserved for metrics labels",
+                            f"choose another {what}")
+        return value
+
+    # -- sections --
+
+    def policy(self, root: yaml.Node) -> Policy:
+        if not isinstance(root, yaml.MappingNode):
+            raise self.fail(root, "policy", f"expected a mapping, got {_describe(root)}",
+                            "start the file with `version: 1` (see policies/default.yaml)")
+        top = self.mapping(root, "", _TOP_FIELDS)
+        if "version" not in top:
+            raise self.fail(root, "version", "missing", "add `version: 1` at the top")
+        version_node = top["version"][1]
+        version = self.scalar(version_node, "version")
+        if isinstance(version, bool) or not isinstance(version, int) or version != 1:
+            raise self.fail(version_node, "version",
+                            f"unsupported version {_describe(version_node)}", "write `version: 1`")
+
+        require_auth = True
+        if "require_auth" in top:
+            node = top["require_auth"][1]
+            require_auth = self.scalar(node, "require_auth")
+            if not isinstance(require_auth, bool):
+                raise self.fail(node, "require_auth", f"must be true or false, got "
+                                f"{_describe(node)}", "write `require_auth: true` or `false`")
+
+        fallback = DEFAULT_FALLBACK_MAX_OUTPUT
+        if "fallback_max_output" in top:
+            fallback = self.integer(top["fallback_max_output"][1], "fallback_max_output",
+                                    minimum=1, what="a positive integer")
+
+        unmetered = "refuse"
+        if "unmetered_endpoints" in top:
+            node = top["unmetered_endpoints"][1]
+            unmetered = self.scalar(node, "unmetered_endpoints")
+            if unmetered not in ("refuse", "allow"):
+                raise self.fail(node, "unmetered_endpoints", f"must be refuse or allow, got "
+                                f"{_describe(node)}", "write `unmetered_endpoints: refuse` "
+                                "(default) or `allow`")
+
+        models = self.models(top["models"][1]) if "models" in top else {}
+        declared = self.accounts(top["accounts"][1]) if "accounts" in top else {}
+        keys = self.keys(top["keys"][1], declared) if "keys" in top else ()
+
+        accounts = dict(declared)
+        for key in keys:  # with no `accounts:` section, keys name accounts freely (uncapped)
+            accounts.setdefault(key.account, Account(key.account, None, Window()))
+        if not keys and require_auth:
+            self.warnings.append(f"{self.path}: keys: no keys; every LLM request will be "
+                                 "refused with 401")
+
+        canonical = {
+            "version": 1,
+            "require_auth": require_auth,
+            "fallback_max_output": fallback,
+            "unmetered_endpoints": unmetered,
+            "models": {m: info.max_output for m, info in sorted(models.items())},
+            "accounts": {a.id: [a.cap, a.window.label()] for a in
+                         sorted(accounts.values(), key=lambda a: a.id)},
+            "keys": [[k.id, k.account, sorted(k.fingerprints), k.cap, k.window.label()]
+                     for k in keys],
+        }
+        digest = hashlib.sha256(
+            json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        return Policy(
+            path=self.path,
+            version=1,
+            require_auth=require_auth,
+            fallback_max_output=fallback,
+            models=types.MappingProxyType(models),
+            accounts=types.MappingProxyType(accounts),
+            keys=keys,
+            unmetered_endpoints=unmetered,
+            digest=digest,
+            warnings=tuple(self.warnings),
+        )
+
+    def models(self, node: yaml.Node) -> dict[str, ModelInfo]:
+        out: dict[str, ModelInfo] = {}
+        for name, (_, value) in self.mapping(node, "models", None).items():
+            where = f"models.{name}"
+            fields = self.mapping(value, where, _MODEL_FIELDS)
+            max_output = None
+            if "max_output" in fields and self.scalar(fields["max_output"][1],
+                                                      f"{where}.max_output") is not None:
+                max_output = self.integer(fields["max_output"][1], f"{where}.max_output",
+                                          minimum=1, what="a positive integer")
+            out[name] = ModelInfo(max_output)
+        return out
+
+    def accounts(self, node: yaml.Node) -> dict[str, Account]:
+        out: dict[str, Account] = {}
+        for name, (name_node, value) in self.mapping(node, "accounts", None).items():
+            where = f"accounts.{name}"
+            account_id = self.ident(name_node, where, "account id")
+            fields = self.mapping(value, where, _ACCOUNT_FIELDS)
+            out[account_id] = Account(account_id, self.cap(fields, where),
+                                      self.window(fields, where))
+        return out
+
+    def keys(self, node: yaml.Node, declared: dict[str, Account]) -> tuple[Key, ...]:
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, "keys", f"expected a list, got {_describe(node)}",
+                            "write each key as a list item starting with `- id: NAME`")
+        keys: list[Key] = []
+        ids: dict[str, int] = {}
+        owners: dict[str, str] = {}  # fingerprint -> key id
+        for i, item in enumerate(node.value):
+            where = f"keys[{i}]"
+            fields = self.mapping(item, where, _KEY_FIELDS)
+            if "id" not in fields:
+                raise self.fail(item, f"{where}.id", "missing", "add `id: NAME` to this key")
+            key_id = self.ident(fields["id"][1], f"{where}.id", "key id")
+            if key_id in ids:
+                raise self.fail(fields["id"][1], f"{where}.id", f"key id `{key_id}` is already "
+                                f"used by the key at line {ids[key_id]}",
+                                "give every key its own id")
+            ids[key_id] = _line(fields["id"][1])
+
+            account = DEFAULT_ACCOUNT
+            account_node = fields["account"][1] if "account" in fields else fields["id"][1]
+            if "account" in fields:
+                account = self.ident(account_node, f"{where}.account", "account id")
+            if declared and account not in declared:
+                raise self.fail(account_node, f"{where}.account",
+                                f"account `{account}` is not declared under accounts",
+                                f"declare `{account}` under accounts, or name one of: "
+                                + ", ".join(sorted(declared)))
+
+            fps = self.fingerprints(fields, item, where)
+            for fp, fp_node, form in fps:
+                if fp in owners and owners[fp] != key_id:
+                    raise self.fail(fp_node, f"{where}.{form}", "the same credential is already "
+                                    f"used by key `{owners[fp]}`",
+                                    "give every key its own credential")
+                owners[fp] = key_id
+            keys.append(Key(
+                id=key_id,
+                account=account,
+                fingerprints=tuple(dict.fromkeys(fp for fp, _, _ in fps)),
+                cap=self.cap(fields, where),
+                window=self.window(fields, where),
+            ))
+        return tuple(keys)
+
+    def fingerprints(
+        self, fields: dict[str, tuple[yaml.Node, yaml.Node]], item: yaml.Node, where: str
+    ) -> list[tuple[str, yaml.Node, str]]:
+        """(fingerprint, node, field) per credential of a key; one or a list per form."""
+        out: list[tuple[str, yaml.Node, str]] = []
+        for form in ("credential_sha256", "credential"):
+            if form not in fields:
+                continue
+            node = fields[form][1]
+            values = node.value if isinstance(node, yaml.SequenceNode) else [node]
+            for j, value_node in enumerate(values):
+                at = f"{where}.{form}" + (f"[{j}]" if isinstance(node, yaml.SequenceNode) else "")
+                value = self.scalar(value_node, at)
+                if form == "credential_sha256":
+                    if not isinstance(value, str) or not _SHA256.match(value):
+                        raise self.fail(value_node, at, "must be 64 lowercase hex characters "
+                                        "(a SHA-256)", "write the output of "
+                                        "`printf %s 'CREDENTIAL' | sha256sum` (or ./run.sh hash)")
+                    out.append((value, value_node, form))
+                else:
+                    if not isinstance(value, str) or not value.strip():
+                        raise self.fail(value_node, at, "must be a non-empty string",
+                                        "quote the credential, or better use credential_sha256")
+                    out.append((fingerprint(value), value_node, form))
+                    self.warnings.append(
+                        f"{self.path}:{_line(value_node)}: {at}: plain credential in the policy "
+                        "file; fix: replace it with credential_sha256 (./run.sh hash prints it)"
+                    )
+        if not out:
+            raise self.fail(item, where, "the key has no credential",
+                            "add `credential_sha256: HEX` (./run.sh hash prints it)")
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`check FILE`: validate a policy; `hash`: fingerprint the credential read from stdin."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["check"] and len(args) == 2:
+        try:
+            policy = load_policy(args[1])
+        except PolicyError as e:
+            print(e, file=sys.stderr)
+            return 1
+        for warning in policy.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"OK {policy.path}: {len(policy.keys)} keys, {len(policy.accounts)} accounts, "
+              f"digest {policy.digest[:12]}")
+        return 0
+    if args == ["hash"]:
+        credential = sys.stdin.read()
+        if not credential.strip():
+            print("hash: no credential on standard input", file=sys.stderr)
+            return 1
+        print(fingerprint(credential))
+        return 0
+    print("usage: python -m addon.policy check FILE | hash  (credential on stdin)",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
