@@ -1,0 +1,171 @@
+"""Admission: the request hook's work, from route to reservation (contract §4.1-4.3).
+
+Everything here happens before any byte of the request goes upstream; a refusal is
+answered by setting `flow.response`, which mitmproxy sends without contacting the
+upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mitmproxy import http
+
+from addon import estimate, refusals
+from addon.apis import route_request
+from addon.apis.base import BadRequestBody, Route
+from addon.auth import find_credential
+from addon.decoding import BodyTooLarge as DecodedTooLarge
+from addon.decoding import decode_request_body
+from addon.ledger.base import LedgerUnavailable
+from addon.meter import Meter
+from addon.metrics import get_metrics
+from addon.policy import fingerprint
+from addon.requestbody import (
+    MAX_REQUEST_BODY,
+    BodyTooLarge,
+    UnreadableBody,
+    dump_json,
+    parse_json_object,
+)
+from addon.runtime import Runtime
+from addon.settlement import audit_refusal
+
+logger = logging.getLogger("seatbelt")
+
+ANONYMOUS = "anonymous"
+INTERNAL_HEADER_PREFIX = "x-seatbelt"
+
+
+def llm_route(flow: http.HTTPFlow) -> Route | None:
+    req = flow.request
+    return route_request(req.method, req.path.split("?", 1)[0], req.headers)
+
+
+def strip_internal_headers(request: http.Request) -> None:
+    """No x-seatbelt-* header reaches upstream, whoever sent it."""
+    for name in list(request.headers.keys()):
+        if name.lower().startswith(INTERNAL_HEADER_PREFIX):
+            del request.headers[name]
+
+
+async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
+    """Authenticate, estimate, reserve; on success register a Meter, else refuse."""
+    req = flow.request
+    strip_internal_headers(req)
+    family = route.family
+    path = req.path.split("?", 1)[0]
+    policy = rt.policy
+
+    def refuse(refusal: refusals.Refusal, *, account: str = ANONYMOUS, key: str = ANONYMOUS,
+               fp: str | None = None, model: str | None = None, reserved: int | None = None,
+               stream: bool = False) -> None:
+        flow.response = refusals.to_response(family, refusal)
+        flow.comment = f"seatbelt: refused {refusal.code} key={key}"
+        flow.marked = ":no_entry:"
+        get_metrics().refused(account=account, key=key, outcome=refusal.outcome)
+        audit_refusal(rt, flow, route, refusal, account=account, key=key, fp=fp,
+                      model=model, reserved=reserved, stream=stream, path=path)
+
+    if policy is None or not rt.ready():
+        reason = rt.config_error or "the ledger is not available"
+        refuse(refusals.unavailable(f"seatbelt is not ready ({reason})"))
+        return
+
+    creds = find_credential(family, req)
+    if creds.error:
+        refuse(refusals.bad_credential(creds.error))
+        return
+    fp = fingerprint(creds.value) if creds.value is not None else None
+    key = policy.key_by_fingerprint(fp) if fp is not None else None
+    if key is None and policy.require_auth:
+        refuse(refusals.unknown_key(fp), fp=fp)
+        return
+    account_id = key.account if key else ANONYMOUS
+    key_id = key.id if key else ANONYMOUS
+
+    if route.kind == "free":
+        return
+    if route.kind == "unmetered":
+        if policy.unmetered_endpoints != "allow" and key is not None:
+            refuse(refusals.unmetered(path), account=account_id, key=key_id, fp=fp)
+        return
+
+    encoding = req.headers.get("content-encoding", "").strip().lower()
+    try:
+        raw = req.raw_content or b""
+        data = decode_request_body(raw, encoding, MAX_REQUEST_BODY) if encoding else raw
+        body = parse_json_object(data)
+        facts = family.parse_request(route, body)
+    except (BodyTooLarge, DecodedTooLarge) as e:
+        refuse(refusals.too_large(str(e)), account=account_id, key=key_id, fp=fp)
+        return
+    except (UnreadableBody, BadRequestBody, ValueError) as e:
+        refuse(refusals.unreadable(str(e)), account=account_id, key=key_id, fp=fp)
+        return
+
+    model = facts.model or route.model_from_path
+    prompt_est = estimate.prompt_estimate(body)
+    amount, write_limit = estimate.reservation(
+        facts, prompt_est, policy.model_max_output(model), policy.fallback_max_output
+    )
+    edits: list[str] = []
+    if write_limit is not None:
+        family.write_limit(route, body, write_limit)
+        edits.append("limit_written")
+    injected = False
+    settings = rt.settings
+    if facts.stream and not facts.wants_usage and settings is not None and settings.inject_usage:
+        injected = family.request_usage(route, body)
+        if injected:
+            edits.append("usage_requested")
+
+    hold_id = None
+    ledger = None
+    if key is not None:
+        ledger = rt.ledger
+        caps = policy.caps_for(key)
+        try:
+            assert ledger is not None
+            reservation = await ledger.reserve(caps, amount)
+        except LedgerUnavailable as e:
+            rt.set_ledger_up(False, str(e))
+            refuse(refusals.unavailable("the ledger is not available"), account=account_id,
+                   key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
+            return
+        if not reservation.granted:
+            windows = {c.subject: c.window for c in caps}
+            refuse(refusals.for_caps(reservation.refusals, key.id, windows), account=account_id,
+                   key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
+            return
+        hold_id = reservation.hold_id
+        rt.mark_budgets_dirty()
+
+    if edits:
+        # set_content re-encodes with the request's own Content-Encoding and fixes the length.
+        req.set_content(dump_json(body))
+
+    meter = Meter(
+        flow_id=flow.id,
+        family=family,
+        route=route,
+        facts=facts,
+        account=account_id,
+        key=key_id,
+        credential_fp=fp[:12] if fp else None,
+        model=model,
+        model_label=policy.model_label(model),
+        host=req.pretty_host,
+        path=path,
+        reserved=amount if key is not None else 0,
+        prompt_estimate=prompt_est,
+        ledger=ledger,
+        hold_id=hold_id,
+        edits=edits,
+        injected_usage=injected,
+        dispatched_at=time.monotonic(),
+    )
+    rt.meters[flow.id] = meter
+    flow.metadata["seatbelt"] = {"key": key_id, "account": account_id, "reserved": meter.reserved}
+    flow.comment = f"seatbelt: key={key_id} account={account_id} reserved={meter.reserved}"

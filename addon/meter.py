@@ -1,0 +1,99 @@
+"""The meter: one per admitted LLM request, the only thing that settles or releases it.
+
+It lives in the runtime's table keyed by flow id (not in flow.metadata, which must stay
+plain data for `-w`). `claim()` makes a double finish impossible: the first caller wins,
+synchronously, before any await.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from addon import estimate
+from addon.apis.base import ApiFamily, RequestFacts, Route, Usage
+from addon.ledger.base import Ledger, UsageSource
+
+if TYPE_CHECKING:
+    from addon.scanner import Scanner
+
+
+@dataclass
+class Meter:
+    flow_id: str
+    family: ApiFamily
+    route: Route
+    facts: RequestFacts
+    account: str
+    key: str
+    credential_fp: str | None
+    model: str | None
+    model_label: str
+    host: str
+    path: str
+    reserved: int
+    prompt_estimate: int
+    ledger: Ledger | None  # None for anonymous traffic: it touches no key's ledger
+    hold_id: str | None
+    edits: list[str] = field(default_factory=list)
+    injected_usage: bool = False
+    dispatched_at: float = field(default_factory=time.monotonic)
+    scanner: Scanner | None = None
+    _finished: bool = False
+
+    def claim(self) -> bool:
+        """True exactly once: the caller that gets True finishes the request."""
+        if self._finished:
+            return False
+        self._finished = True
+        return True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished request is charged, and how it is reported."""
+
+    action: str  # "settle" | "release"
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    usage: Usage
+    source: UsageSource
+    outcome: str  # metrics outcome: served | upstream_error | aborted
+
+    @property
+    def charge(self) -> int:
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> Outcome:
+    """Contract §4.5 as one pure function.
+
+    status: the upstream's HTTP status when a response started, else None.
+    completed: the response ended normally (the `response` hook), not by an error.
+    sent: the request reached the upstream (its connection was established).
+    """
+    scanner = meter.scanner
+    usage = scanner.usage if scanner is not None else Usage()
+    if status is not None and not 200 <= status < 300:
+        return Outcome("release", None, None, usage, "none", "upstream_error")
+    outcome = "served" if completed else "aborted"
+    reported = (
+        scanner is not None
+        and not scanner.usage_invalid
+        and usage.prompt_tokens is not None
+        and (usage.completion_tokens is not None or not meter.facts.produces_output)
+    )
+    if reported:
+        completion = usage.completion_tokens or 0
+        return Outcome("settle", usage.prompt_tokens, completion, usage, "reported", outcome)
+    if scanner is not None and (scanner.output_seen or status is not None):
+        prompt = usage.prompt_tokens if usage.prompt_tokens is not None else meter.prompt_estimate
+        if usage.completion_tokens is not None:
+            completion = usage.completion_tokens
+        else:
+            completion = estimate.completion_estimate(scanner.output_chars)
+        return Outcome("settle", prompt, completion, usage, "estimated", outcome)
+    if sent:
+        return Outcome("settle", meter.prompt_estimate, 0, usage, "estimated", outcome)
+    return Outcome("release", None, None, usage, "none", outcome)

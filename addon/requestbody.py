@@ -1,0 +1,49 @@
+"""Read an LLM request body strictly: one JSON object, no ambiguity, bounded size."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_REQUEST_BODY = 32 * 1024 * 1024  # decoded bytes; larger -> 413
+
+
+class UnreadableBody(ValueError):
+    """-> 400 invalid_request."""
+
+
+class BodyTooLarge(ValueError):
+    """-> 413."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in obj:
+            raise UnreadableBody(f"the JSON body has the key {k!r} twice")
+        obj[k] = v
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise UnreadableBody(f"the JSON body contains {name}, which is not JSON")
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_REQUEST_BODY:
+        raise BodyTooLarge(f"the body is larger than {MAX_REQUEST_BODY} bytes")
+    try:
+        obj = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except UnreadableBody:
+        raise
+    except RecursionError:
+        raise UnreadableBody("the JSON body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UnreadableBody(f"the body is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise UnreadableBody("the JSON body is not an object")
+    return obj
+
+
+def dump_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,156 @@
+"""seatbelt: the mitmproxy entry point. It only wires the pieces to mitmproxy's hooks.
+
+    mitmdump -s addon/seatbelt.py [--set seatbelt_policy=...] [--set seatbelt_ledger=...]
+
+request ─► gate.admit (route, authenticate, estimate, reserve or refuse)
+responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read)
+response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# A script is loaded by path; make the `addon` package importable from the repo root.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from mitmproxy import ctx, exceptions, http  # noqa: E402
+
+from addon import gate, settlement  # noqa: E402
+from addon.metrics import get_server, parse_address  # noqa: E402
+from addon.options import (  # noqa: E402
+    OPTIONS,
+    SettingsError,
+    read_settings,
+    unknown_option_error,
+    unknown_options,
+)
+from addon.policy import PolicyError, load_policy  # noqa: E402
+from addon.redact import redact_flow  # noqa: E402
+from addon.runtime import RUNTIME  # noqa: E402
+from addon.scanner import Scanner  # noqa: E402
+
+logger = logging.getLogger("seatbelt")
+
+
+class Seatbelt:
+    def __init__(self) -> None:
+        self.running_ = False
+
+    def load(self, loader) -> None:
+        for name, (default, help_text) in OPTIONS.items():
+            loader.add_option(name, str, default, help_text)
+
+    def configure(self, updated: set[str]) -> None:
+        if not any(name in OPTIONS for name in updated) and RUNTIME.policy is not None:
+            return
+        try:
+            unknown = unknown_options(ctx.options.deferred)
+            if unknown:
+                raise unknown_option_error(unknown)
+            settings = read_settings(ctx.options)
+            policy = load_policy(settings.policy_path)
+            address = parse_address(settings.metrics_address)
+            if address is not None:
+                get_server().ensure(settings.metrics_address, RUNTIME.ready)
+            else:
+                get_server().stop()
+        except (SettingsError, PolicyError, ValueError, OSError) as e:
+            self._fail(_one_line(e))
+            return
+        for warning in policy.warnings:
+            logger.warning(f"seatbelt: {warning}")
+        RUNTIME.settings = settings
+        RUNTIME.policy = policy
+        RUNTIME.config_error = None
+        RUNTIME.audit.open(settings.audit_path)
+        RUNTIME.use_ledger(settings.ledger_url)
+        RUNTIME.ensure_background()
+        RUNTIME.mark_budgets_dirty()
+        logger.info(
+            f"seatbelt: policy {settings.policy_path} ({len(policy.keys)} keys), "
+            f"ledger {settings.ledger_url.split('@')[-1]}, "
+            f"metrics {settings.metrics_address or 'off'}"
+        )
+
+    def _fail(self, message: str) -> None:
+        """Start-up: log one line (mitmproxy's errorcheck then exits non-zero) and stay
+        closed. Live change: refuse it, keeping the running configuration."""
+        if self.running_ and RUNTIME.policy is not None:
+            raise exceptions.OptionsError(message)
+        RUNTIME.config_error = message
+        logger.error(message)
+
+    def running(self) -> None:
+        self.running_ = True
+        unknown = unknown_options(ctx.options.deferred)
+        if unknown:
+            self._fail(str(unknown_option_error(unknown)))
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A streamed request body would reach the upstream before we could refuse it.
+        if flow.request.stream and gate.llm_route(flow) is not None:
+            flow.request.stream = False
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        route = gate.llm_route(flow)
+        if route is not None:
+            await gate.admit(RUNTIME, flow, route)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        meter = RUNTIME.meters.get(flow.id)
+        if meter is None or flow.response is None:
+            return
+        if not 200 <= flow.response.status_code < 300:
+            return  # an upstream error: buffered (small), released at the end
+        headers = flow.response.headers
+        meter.scanner = Scanner(
+            meter.family,
+            meter.route,
+            meter.facts,
+            content_type=headers.get("content-type", ""),
+            content_encoding=headers.get("content-encoding", ""),
+            hide_injected_usage=meter.injected_usage,
+        )
+        flow.response.stream = meter.scanner
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        meter = RUNTIME.meters.get(flow.id)
+        if meter is not None:
+            await settlement.finish(RUNTIME, meter, flow, completed=True)
+        self._redact(flow)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        meter = RUNTIME.meters.get(flow.id)
+        if meter is not None:
+            await settlement.finish(RUNTIME, meter, flow, completed=False)
+        self._redact(flow)
+
+    def _redact(self, flow: http.HTTPFlow) -> None:
+        if RUNTIME.settings is not None and RUNTIME.settings.redact:
+            redact_flow(flow)
+
+    def done(self):
+        """Shutdown: finish every open request, then close. Script reload: touch nothing.
+
+        Deliberately not `async def`: mitmproxy calls `done` synchronously when it reloads
+        a script, and awaits what it returns at shutdown.
+        """
+        if not ctx.master.should_exit.is_set():
+            return None
+        return RUNTIME.shutdown(
+            lambda meter: settlement.finish(RUNTIME, meter, None, completed=False)
+        )
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+addons = [Seatbelt()]

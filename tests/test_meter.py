@@ -1,0 +1,66 @@
+from types import SimpleNamespace
+
+import pytest
+
+from addon.apis.base import RequestFacts, Route, Usage
+from addon.apis.openai import OpenAI as OpenAIFamily
+from addon.meter import Meter, decide
+
+
+def meter(scanner=None, produces_output=True):
+    family = OpenAIFamily()
+    route = Route(family, "openai", "chat", "metered")
+    m = Meter(
+        flow_id="f", family=family, route=route,
+        facts=RequestFacts(model="m", stream=True, max_output=100, produces_output=produces_output),
+        account="a", key="k", credential_fp=None, model="m", model_label="other", host="h",
+        path="/v1/chat/completions", reserved=150, prompt_estimate=50, ledger=None, hold_id="h1",
+    )
+    m.scanner = scanner
+    return m
+
+
+def scanner(usage=None, output_chars=0, invalid=None):
+    return SimpleNamespace(usage=usage or Usage(), output_seen=output_chars > 0,
+                           output_chars=output_chars, usage_invalid=invalid)
+
+
+def test_claim_is_once():
+    m = meter()
+    assert m.claim() is True
+    assert m.claim() is False
+
+
+def test_reported_usage_settles_exactly():
+    o = decide(meter(scanner(Usage(10, 20))), status=200, completed=True, sent=True)
+    assert (o.action, o.charge, o.source, o.outcome) == ("settle", 30, "reported", "served")
+
+
+def test_output_without_usage_is_estimated_never_free():
+    o = decide(meter(scanner(output_chars=40)), status=200, completed=False, sent=True)
+    assert o.source == "estimated" and o.prompt_tokens == 50 and o.completion_tokens == 10
+    assert o.outcome == "aborted"
+
+
+def test_invalid_usage_falls_back_to_estimate():
+    o = decide(meter(scanner(Usage(10, 20), output_chars=8, invalid="negative")),
+               status=200, completed=True, sent=True)
+    assert o.source == "estimated"
+
+
+def test_sent_but_no_output_charges_the_prompt():
+    o = decide(meter(None), status=None, completed=False, sent=True)
+    assert (o.action, o.charge, o.source) == ("settle", 50, "estimated")
+
+
+@pytest.mark.parametrize("status,sent", [(500, True), (429, True), (None, False)])
+def test_release_when_never_sent_or_upstream_error(status, sent):
+    m = meter(scanner(Usage(10, 20)) if status is not None else None)
+    o = decide(m, status=status, completed=status is not None, sent=sent)
+    assert (o.action, o.source) == ("release", "none")
+
+
+def test_embeddings_have_no_completion():
+    o = decide(meter(scanner(Usage(12, None)), produces_output=False), status=200,
+               completed=True, sent=True)
+    assert (o.source, o.prompt_tokens, o.completion_tokens) == ("reported", 12, 0)
