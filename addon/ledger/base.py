@@ -130,7 +130,9 @@ class Ledger(abc.ABC):
         """Stop heartbeating and disconnect. Does not touch live holds."""
 
     @abc.abstractmethod
-    async def reserve(self, caps: Sequence[Cap], amount: int, *, now: float | None = None) -> Reservation:
+    async def reserve(
+        self, caps: Sequence[Cap], amount: int, *, now: float | None = None
+    ) -> Reservation:
         """Atomically hold `amount` on every cap, or on none and say why per cap."""
 
     @abc.abstractmethod

@@ -1,0 +1,446 @@
+"""Durable ledger in one SQLite file (`sqlite:///PATH`), the default of a proxy.
+
+Durability: WAL with synchronous=NORMAL. A commit is in the WAL (OS page cache) when
+it returns, so settled spend survives SIGKILL and restarts; only a power cut can lose
+the last few commits. Every call is one short transaction; reserve() takes the write
+lock up front (BEGIN IMMEDIATE) so two processes sharing the file cannot both pass a
+cap. Processes sharing the file (two proxies, a proxy and the report) work: WAL
+readers never block the writer.
+
+Event loop: the SQL runs inline on the loop, with SQLite's busy timeout at 0. When
+another process holds the write lock, the call does not block in SQLite's busy
+handler: it yields to the loop (asyncio.sleep, 0.5 ms doubling to 20 ms) and retries
+until `busy_seconds` (default 2 s) have passed, then raises LedgerUnavailable.
+Why not a worker thread: measured on this 2-core machine (Python 3.13, SQLite 3.40,
+two caps per pair, bench/ledger_bench.py and a variant that runs each call on one
+dedicated executor thread):
+  inline:            ~9,000-10,500 reserve+settle pairs/s (5,900 at worst while other
+                     jobs loaded the machine); per pair p50 ~75 us, p99 ~150-700 us;
+                     ~0.7% of pairs take 1-7 ms (the WAL auto-checkpoint, which fsyncs
+                     about every 140 pairs). Same figures with the loop kept busy.
+  worker thread:     ~4,300 pairs/s on an idle loop (p50 175 us), and 37 pairs/s
+                     (p50 8 ms) while the loop runs Python work, because every call then
+                     waits for the GIL hand-off (switch interval 5 ms) from the loop.
+  no auto-checkpoint: ~5,000 pairs/s (the growing WAL slows every read), so SQLite's
+                     default checkpointing stays on.
+A ~75 us pause per request costs the loop far less than a thread hop, so inline wins.
+
+Faults (locked past `busy_seconds`, disk full, read-only or missing file, a file that
+is not a database) raise LedgerUnavailable with a one-line reason; the connection is
+dropped and reopened on the next call, so the backend heals once the fault clears.
+
+read-only mode (report, tests): opens the file with mode=ro, registers no owner and
+never writes or reclaims; a missing file or one without the schema reads as empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import quote
+
+from . import windows as w
+from .base import (
+    Cap,
+    CapState,
+    HoldInfo,
+    Ledger,
+    LedgerUnavailable,
+    Reservation,
+    Settlement,
+    UsageSource,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = "1"
+NO_START = -(2**62)  # window_start() None: every bucket counts
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spend (
+    subject TEXT NOT NULL, bucket INTEGER NOT NULL, tokens INTEGER NOT NULL,
+    prune_after REAL, PRIMARY KEY (subject, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (
+    hold_id TEXT NOT NULL, pos INTEGER NOT NULL, subject TEXT NOT NULL,
+    bucket INTEGER NOT NULL, prune_after REAL, owner TEXT NOT NULL,
+    amount INTEGER NOT NULL, created REAL NOT NULL,
+    orphaned_at REAL,  -- NULL while live, else when it was reclaimed (charged whole)
+    PRIMARY KEY (hold_id, subject)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spend_prune ON spend (prune_after) WHERE prune_after IS NOT NULL;
+CREATE INDEX IF NOT EXISTS holds_subject ON holds (subject, orphaned_at, amount);
+CREATE INDEX IF NOT EXISTS holds_state ON holds (orphaned_at, owner);
+"""
+
+SQL_SPENT = "SELECT COALESCE(SUM(tokens), 0) FROM spend WHERE subject = ? AND bucket >= ?"
+SQL_ROWS = "SELECT bucket, tokens FROM spend WHERE subject = ? AND bucket >= ?"
+SQL_RESERVED = (
+    "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE subject = ? AND orphaned_at IS NULL"
+)
+SQL_ADD = (
+    "INSERT INTO spend (subject, bucket, tokens, prune_after) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (subject, bucket) DO UPDATE SET tokens = tokens + excluded.tokens, "
+    "prune_after = MAX(COALESCE(prune_after, excluded.prune_after), "
+    "COALESCE(excluded.prune_after, prune_after))"
+)
+SQL_HOLD = "INSERT INTO holds VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+SQL_BEAT = "INSERT OR REPLACE INTO owners (owner, heartbeat) VALUES (?, ?)"
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(e) or "busy" in str(e)
+
+
+class SqliteLedger(Ledger):
+    """One SQLite file; see the module docstring for durability and loop behaviour."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        lease_seconds: float = 30.0,
+        max_hold_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        busy_seconds: float = 2.0,
+    ) -> None:
+        self.owner = uuid.uuid4().hex
+        self.path = Path(path)
+        self.readonly = readonly
+        self.lease_seconds = lease_seconds
+        self.max_hold_seconds = max_hold_seconds
+        self.busy_seconds = busy_seconds
+        self.reclaimed_total = 0
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._registered = False
+
+    # -- connection and fault handling -------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection | None:
+        """Open, switch to WAL, create the schema if missing. Needs the write lock only on
+        a new file, so reads can reconnect while another process writes."""
+        if self.readonly:
+            return self._connect_readonly()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"cannot switch to WAL (journal_mode={mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = self._schema_version(conn)
+            if version is None:
+                self._tx(conn, self._init_schema)
+            elif version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"ledger schema version {version} is not the supported {SCHEMA_VERSION}"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        self._registered = False  # the owner row is (re)written by the next write
+        return conn
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> str | None:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            return None
+        row = conn.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+        return None if row is None else row[0]
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    def _connect_readonly(self) -> sqlite3.Connection | None:
+        if not self.path.exists():
+            return None
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA query_only=1")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except BaseException:
+            conn.close()
+            raise
+        if not {"spend", "holds"} <= tables:
+            conn.close()
+            return None  # created but not initialised yet: reads as empty
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    @staticmethod
+    def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def _run(self, body: Callable[[sqlite3.Connection], T], *, write: bool) -> T | None:
+        """Run `body` (in a write transaction if `write`); retry on lock without blocking
+        the loop; any other fault becomes LedgerUnavailable. None: read-only, no file."""
+        deadline: float | None = None
+        delay = 0.0005
+        while True:
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                    if self._conn is None:
+                        return None
+                if not write:
+                    return body(self._conn)
+                result = self._tx(self._conn, self._registering(body))
+                self._registered = True
+                return result
+            except (sqlite3.Error, OSError) as e:
+                if isinstance(e, sqlite3.Error) and _is_busy(e):
+                    now = time.monotonic()
+                    deadline = deadline or now + self.busy_seconds
+                    if now < deadline:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.02)
+                        continue
+                    raise LedgerUnavailable(
+                        f"sqlite ledger {self.path}: database stayed locked "
+                        f"for {self.busy_seconds:g}s"
+                    ) from None
+                self._drop()
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise LedgerUnavailable(f"sqlite ledger {self.path}: {reason}") from None
+
+    def _registering(
+        self, body: Callable[[sqlite3.Connection], T]
+    ) -> Callable[[sqlite3.Connection], T]:
+        """Write this owner's heartbeat row with the first write after (re)connecting."""
+        if self._registered:
+            return body
+
+        def wrapped(conn: sqlite3.Connection) -> T:
+            conn.execute(SQL_BEAT, (self.owner, self._clock()))
+            return body(conn)
+
+        return wrapped
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise LedgerUnavailable("ledger was opened read-only")
+
+    # -- the Ledger interface ------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(lambda conn: None, write=False)  # connect, schema, owner row
+        await self.heartbeat()
+
+    async def close(self) -> None:
+        if not self.readonly and self._conn is not None:
+            try:
+                await self._run(
+                    lambda c: c.execute(
+                        "DELETE FROM owners WHERE owner = ? AND NOT EXISTS (SELECT 1 FROM holds"
+                        " WHERE owner = ? AND orphaned_at IS NULL)",
+                        (self.owner, self.owner),
+                    ),
+                    write=True,
+                )
+            except LedgerUnavailable as e:
+                log.warning("%s (owner left registered; its lease will lapse)", e)
+        self._drop()
+
+    async def reserve(
+        self, caps: Sequence[Cap], amount: int, *, now: float | None = None
+    ) -> Reservation:
+        w.check_reserve(caps, amount)
+        self._writable()
+        now = self._clock() if now is None else now
+
+        def body(conn: sqlite3.Connection) -> Reservation:
+            refusals = []
+            for cap in caps:
+                if cap.limit is None:
+                    continue
+                start = w.window_start(cap.window, now)
+                start = NO_START if start is None else start
+                spent = conn.execute(SQL_SPENT, (cap.subject, start)).fetchone()[0]
+                reserved = conn.execute(SQL_RESERVED, (cap.subject,)).fetchone()[0]
+                rows: list[tuple[int, int]] = []
+                if cap.window.kind == "rolling" and spent + amount > cap.limit:
+                    rows = conn.execute(SQL_ROWS, (cap.subject, start)).fetchall()
+                refusal = w.judge(cap, amount, spent, reserved, now, rows)
+                if refusal is not None:
+                    refusals.append(refusal)
+            if refusals:
+                return Reservation(None, amount, tuple(refusals))
+            hold_id = uuid.uuid4().hex
+            conn.executemany(
+                SQL_HOLD,
+                [
+                    (
+                        hold_id,
+                        pos,
+                        cap.subject,
+                        bucket,
+                        w.prune_after(cap.window, bucket),
+                        self.owner,
+                        amount,
+                        now,
+                    )
+                    for pos, cap in enumerate(caps)
+                    for bucket in (w.bucket_of(cap.window, now),)
+                ],
+            )
+            return Reservation(hold_id, amount)
+
+        result = await self._run(body, write=True)
+        assert result is not None
+        return result
+
+    async def settle(
+        self, hold_id: str, actual: int, *, source: UsageSource, now: float | None = None
+    ) -> Settlement:
+        w.check_settle(actual, source)
+        self._writable()
+
+        def body(conn: sqlite3.Connection) -> Settlement:
+            rows = conn.execute(
+                "SELECT subject, bucket, prune_after, amount, orphaned_at FROM holds"
+                " WHERE hold_id = ?",
+                (hold_id,),
+            ).fetchall()
+            if not rows:
+                return Settlement(0, False, already_final=True)
+            amount = rows[0][3]
+            delta = actual if rows[0][4] is None else actual - amount
+            self._charge(conn, rows, delta)
+            conn.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
+            return Settlement(actual, actual > amount)
+
+        result = await self._run(body, write=True)
+        assert result is not None
+        return result
+
+    @staticmethod
+    def _charge(conn: sqlite3.Connection, rows: list[Any], delta: int) -> None:
+        if delta:
+            conn.executemany(SQL_ADD, [(r[0], r[1], delta, r[2]) for r in rows])
+
+    async def release(self, hold_id: str) -> None:
+        self._writable()
+
+        def body(conn: sqlite3.Connection) -> None:
+            rows = conn.execute(
+                "SELECT subject, bucket, prune_after, amount, orphaned_at FROM holds"
+                " WHERE hold_id = ?",
+                (hold_id,),
+            ).fetchall()
+            if rows and rows[0][4] is not None:
+                self._charge(conn, rows, -rows[0][3])  # never sent after all: refund
+            conn.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
+
+        await self._run(body, write=True)
+
+    async def snapshot(self, caps: Sequence[Cap], *, now: float | None = None) -> list[CapState]:
+        now = self._clock() if now is None else now
+
+        def body(conn: sqlite3.Connection) -> list[CapState]:
+            out = []
+            for cap in caps:
+                start = w.window_start(cap.window, now)
+                start = NO_START if start is None else start
+                spent = conn.execute(SQL_SPENT, (cap.subject, start)).fetchone()[0]
+                reserved = conn.execute(SQL_RESERVED, (cap.subject,)).fetchone()[0]
+                out.append(CapState(cap.subject, cap.limit, cap.window, spent, reserved))
+            return out
+
+        if not caps:
+            await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), write=False)
+            return []
+        result = await self._run(self._read(body), write=False)
+        return (
+            result
+            if result is not None
+            else [CapState(cap.subject, cap.limit, cap.window, 0, 0) for cap in caps]
+        )
+
+    @staticmethod
+    def _read(body: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        """One consistent read: a deferred transaction spanning all statements."""
+
+        def wrapped(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return body(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return wrapped
+
+    async def holds(self) -> list[HoldInfo]:
+        def body(conn: sqlite3.Connection) -> list[HoldInfo]:
+            found: dict[str, list[Any]] = {}
+            for hid, subject, owner, amount, created in conn.execute(
+                "SELECT hold_id, subject, owner, amount, created FROM holds"
+                " WHERE orphaned_at IS NULL ORDER BY created, hold_id, pos"
+            ):
+                found.setdefault(hid, [owner, amount, created, []])[3].append(subject)
+            return [HoldInfo(h, o, a, tuple(s), c) for h, (o, a, c, s) in found.items()]
+
+        return await self._run(self._read(body), write=False) or []
+
+    async def heartbeat(self, *, now: float | None = None) -> int:
+        if self.readonly:
+            return 0
+        now = self._clock() if now is None else now
+
+        def body(conn: sqlite3.Connection) -> int:
+            conn.execute(SQL_BEAT, (self.owner, now))
+            lapsed = conn.execute(
+                "SELECT h.subject, h.bucket, h.prune_after, h.amount, h.hold_id FROM holds h"
+                " LEFT JOIN owners o ON o.owner = h.owner WHERE h.orphaned_at IS NULL"
+                " AND (h.created < ? OR o.heartbeat IS NULL OR o.heartbeat < ?)",
+                (now - self.max_hold_seconds, now - self.lease_seconds),
+            ).fetchall()
+            conn.executemany(SQL_ADD, [(r[0], r[1], r[3], r[2]) for r in lapsed])
+            ids = sorted({r[4] for r in lapsed})
+            conn.executemany(
+                "UPDATE holds SET orphaned_at = ? WHERE hold_id = ?", [(now, h) for h in ids]
+            )
+            conn.execute("DELETE FROM holds WHERE orphaned_at < ?", (now - w.ORPHAN_KEEP_SECONDS,))
+            conn.execute(
+                "DELETE FROM owners WHERE heartbeat < ? AND owner NOT IN"
+                " (SELECT owner FROM holds WHERE orphaned_at IS NULL)",
+                (now - self.lease_seconds,),
+            )
+            conn.execute("DELETE FROM spend WHERE prune_after < ?", (now,))
+            return len(ids)
+
+        reclaimed = await self._run(body, write=True) or 0
+        self.reclaimed_total += reclaimed
+        return reclaimed
