@@ -32,7 +32,7 @@ from addon.ledger.base import Cap, Window
 
 ANONYMOUS = "anonymous"  # account/key label of an unknown credential when require_auth is off
 OTHER = "other"  # model label of every model the policy does not name
-RESERVED_IDS = frozenset({ANONYMOUS, OTHER})
+RESERVED_IDS = frozenset({ANONYMOUS, OTHER, "*"})  # "*" labels an account's own cap
 DEFAULT_ACCOUNT = "default"
 DEFAULT_FALLBACK_MAX_OUTPUT = 4096
 

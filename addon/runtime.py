@@ -14,12 +14,13 @@ import logging
 from dataclasses import dataclass, field
 
 from addon.audit import AuditLog
-from addon.ledger import open_ledger
+from addon.ledger import open_ledger, redact
 from addon.ledger.base import Ledger, LedgerUnavailable
 from addon.meter import Meter
-from addon.metrics import BudgetRow, get_metrics
+from addon.metrics import budget_rows, get_metrics
 from addon.options import Settings
 from addon.policy import Policy
+from addon.report import report_caps, report_rows
 
 logger = logging.getLogger("seatbelt")
 
@@ -40,6 +41,7 @@ class Runtime:
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _loop_task: asyncio.Task | None = None
     _budget_dirty: bool = False
+    last_report: list[dict] = field(default_factory=list)  # rows of the last budget snapshot
 
     def ready(self) -> bool:
         """Policy loaded, ledger open and answering: LLM traffic may be admitted."""
@@ -79,7 +81,7 @@ class Runtime:
             await ledger.open()
         except LedgerUnavailable as e:
             if startup:
-                logger.error(f"seatbelt_ledger: cannot open {_safe_url(self.ledger_url)}: {e}")
+                logger.error(f"seatbelt_ledger: cannot open {redact(self.ledger_url or '')}: {e}")
             self.set_ledger_up(False, str(e))
             return
         if ledger is self.ledger:
@@ -119,30 +121,10 @@ class Runtime:
         policy, ledger = self.policy, self.ledger
         if policy is None or ledger is None or not self.ledger_open:
             return
-        caps, owners = [], []
-        for key in policy.keys:
-            for cap in policy.caps_for(key):
-                caps.append(cap)
-                owners.append(key)
+        caps = report_caps(policy)
         states = await ledger.snapshot(caps)
-        rows, seen = [], set()
-        for key, state in zip(owners, states):
-            is_account = state.subject.startswith("account:")
-            label_key = "*" if is_account else key.id
-            if (key.account, label_key) in seen:
-                continue
-            seen.add((key.account, label_key))
-            rows.append(
-                BudgetRow(
-                    account=key.account,
-                    key=label_key,
-                    cap=state.limit,
-                    window_spend=state.spent,
-                    reserved=state.reserved,
-                    remaining=state.remaining,
-                )
-            )
-        get_metrics().set_budgets(rows)
+        self.last_report = report_rows(policy, states)
+        get_metrics().set_budgets(budget_rows(self.last_report))
 
     # --- tasks --------------------------------------------------------------------------
 
@@ -163,14 +145,6 @@ class Runtime:
             except LedgerUnavailable:
                 pass
         self.audit.close()
-
-
-def _safe_url(url: str | None) -> str:
-    """A ledger URL without its password."""
-    if not url or "@" not in url:
-        return url or ""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 RUNTIME = Runtime()

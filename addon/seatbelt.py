@@ -21,6 +21,7 @@ if _ROOT not in sys.path:
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
 from addon import gate, settlement  # noqa: E402
+from addon.ledger import redact  # noqa: E402
 from addon.metrics import get_server, parse_address  # noqa: E402
 from addon.options import (  # noqa: E402
     OPTIONS,
@@ -59,6 +60,7 @@ class Seatbelt:
                 get_server().ensure(settings.metrics_address, RUNTIME.ready)
             else:
                 get_server().stop()
+            RUNTIME.audit.open(settings.audit_path)
         except (SettingsError, PolicyError, ValueError, OSError) as e:
             self._fail(_one_line(e))
             return
@@ -67,13 +69,12 @@ class Seatbelt:
         RUNTIME.settings = settings
         RUNTIME.policy = policy
         RUNTIME.config_error = None
-        RUNTIME.audit.open(settings.audit_path)
         RUNTIME.use_ledger(settings.ledger_url)
         RUNTIME.ensure_background()
         RUNTIME.mark_budgets_dirty()
         logger.info(
             f"seatbelt: policy {settings.policy_path} ({len(policy.keys)} keys), "
-            f"ledger {settings.ledger_url.split('@')[-1]}, "
+            f"ledger {redact(settings.ledger_url)}, "
             f"metrics {settings.metrics_address or 'off'}"
         )
 

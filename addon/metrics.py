@@ -1,0 +1,403 @@
+"""Prometheus metrics (contract section 8) and the small HTTP endpoint that serves them.
+
+mitmproxy re-executes a `-s` script when it changes, but modules that script imports stay in
+`sys.modules`: the registry, the collectors and the HTTP server therefore live here at module
+level, so a reloaded addon neither registers collectors twice nor rebinds the port.
+
+Budget gauges use one label convention: a key's own cap is `{account="<account>", key="<id>"}`;
+an account-wide cap (shared by all its keys) is `{account="<account>", key="*"}` (`ACCOUNT_KEY`).
+`key!="*"` selects per-key series. `*` must not be a key id (the policy loader should reserve it,
+as it reserves `anonymous` and `other`), or the two would share series.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+
+logger = logging.getLogger(__name__)
+
+# `*_created` series would double every counter and histogram in the text format and show up
+# as gauge families the contract does not list; seatbelt is the only exporter in the process.
+getattr(prometheus_client, "disable_created_metrics", lambda: None)()
+
+ACCOUNT_KEY = "*"  # the `key` label of an account-wide cap's budget gauges
+MAX_LABEL = 128
+
+OUTCOMES = (
+    "served",
+    "refused_quota",
+    "refused_rate",
+    "unauthorized",
+    "forbidden",
+    "rejected",
+    "unavailable",
+    "upstream_error",
+    "aborted",
+)
+PROVIDERS = ("openai", "azure", "anthropic", "gemini", "ollama")
+
+# LLM latencies run from tens of milliseconds to many minutes (reasoning models, long outputs).
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TPS_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+
+CHARGED_SOURCES = frozenset({"reported", "estimated", "orphaned"})
+
+
+def clip(value: object) -> str:
+    """A label value no caller mistake can turn into an unbounded series name."""
+    return ("" if value is None else str(value))[:MAX_LABEL]
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """One cap as the budget gauges show it (key=ACCOUNT_KEY for an account-wide cap)."""
+
+    account: str
+    key: str
+    cap: int | None
+    window_spend: int
+    reserved: int
+    remaining: int | None
+
+
+def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
+    """Budget gauge rows from `report.report_rows` output: every key, every account cap once."""
+    out: list[BudgetRow] = []
+    seen_accounts: set[str] = set()
+    for r in report_rows:
+        out.append(
+            BudgetRow(r["account"], r["key"], r["cap"], r["spent"], r["reserved"], r["remaining"])
+        )
+        account = r["account"]
+        if account in seen_accounts or r.get("account_spent") is None:
+            continue
+        seen_accounts.add(account)
+        out.append(
+            BudgetRow(
+                account,
+                ACCOUNT_KEY,
+                r.get("account_cap"),
+                r["account_spent"],
+                r.get("account_reserved") or 0,
+                r.get("account_remaining"),
+            )
+        )
+    return out
+
+
+class Metrics:
+    """Every seatbelt series, bound to one registry (the process-wide one in production)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        ak = ("account", "key")
+        pm = ("provider", "model")
+        r = self.registry
+        self.spend = Counter(
+            "seatbelt_spend_tokens", "Tokens charged (prompt + completion).", ak, registry=r
+        )
+        self.spend_prompt = Counter(
+            "seatbelt_spend_prompt_tokens", "Prompt tokens charged.", ak, registry=r
+        )
+        self.spend_completion = Counter(
+            "seatbelt_spend_completion_tokens", "Completion tokens charged.", ak, registry=r
+        )
+        self.reserved = Gauge(
+            "seatbelt_reserved_tokens", "Tokens held by live reservations.", ak, registry=r
+        )
+        self.requests = Counter(
+            "seatbelt_requests", "Finished LLM requests by outcome.", (*ak, "outcome"), registry=r
+        )
+        self.prompt_tokens = Counter(
+            "seatbelt_prompt_tokens", "Prompt tokens by provider and model.", pm, registry=r
+        )
+        self.completion_tokens = Counter(
+            "seatbelt_completion_tokens", "Completion tokens by provider and model.", pm,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "seatbelt_time_to_first_token_seconds",
+            "From dispatch to the first frame carrying content.",
+            pm, buckets=TTFT_BUCKETS, registry=r,
+        )
+        self.tps = Histogram(
+            "seatbelt_tokens_per_second",
+            "Completion tokens per second after the first token.",
+            pm, buckets=TPS_BUCKETS, registry=r,
+        )
+        self.duration = Histogram(
+            "seatbelt_request_duration_seconds",
+            "From dispatch to the end of the response.",
+            pm, buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.cap = Gauge("seatbelt_cap_tokens", "Cap in tokens (capped only).", ak, registry=r)
+        self.window_spend = Gauge(
+            "seatbelt_window_spend_tokens", "Settled spend inside the current window.", ak,
+            registry=r,
+        )
+        self.remaining = Gauge(
+            "seatbelt_remaining_tokens", "cap - spend - reserved (capped only; may be < 0).",
+            ak, registry=r,
+        )
+        self.settlements = Counter(
+            "seatbelt_settlements", "Settlements by usage source and overrun.",
+            ("usage_source", "overrun"), registry=r,
+        )
+        self.ledger_up = Gauge("seatbelt_ledger_up", "1 when the ledger answers.", registry=r)
+        self._budget_lock = threading.Lock()
+        self._budget_labels: dict[Gauge, set[tuple[str, str]]] = {
+            g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining)
+        }
+
+    def finished(
+        self,
+        *,
+        account: str,
+        key: str,
+        outcome: str,
+        provider: str,
+        model: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        ttft_s: float | None,
+        duration_s: float | None,
+        usage_source: str,
+        overrun: bool,
+    ) -> None:
+        """A request that was dispatched has ended and been settled (or released)."""
+        account, key, provider, model = clip(account), clip(key), clip(provider), clip(model)
+        self.requests.labels(account, key, clip(outcome)).inc()
+        self.settlements.labels(clip(usage_source), "true" if overrun else "false").inc()
+        if usage_source in CHARGED_SOURCES:
+            p = max(prompt_tokens or 0, 0)
+            c = max(completion_tokens or 0, 0)
+            if prompt_tokens is not None or completion_tokens is not None:
+                self.spend.labels(account, key).inc(p + c)
+                self.spend_prompt.labels(account, key).inc(p)
+                self.spend_completion.labels(account, key).inc(c)
+                self.prompt_tokens.labels(provider, model).inc(p)
+                self.completion_tokens.labels(provider, model).inc(c)
+        if ttft_s is not None and ttft_s >= 0:
+            self.ttft.labels(provider, model).observe(ttft_s)
+        if duration_s is not None and duration_s >= 0:
+            self.duration.labels(provider, model).observe(duration_s)
+        tps = tokens_per_second(completion_tokens, ttft_s, duration_s)
+        if tps is not None:
+            self.tps.labels(provider, model).observe(tps)
+
+    def refused(self, *, account: str, key: str, outcome: str) -> None:
+        """A request answered by seatbelt itself; nothing was dispatched or settled."""
+        self.requests.labels(clip(account), clip(key), clip(outcome)).inc()
+
+    def set_budgets(self, rows: Iterable[BudgetRow]) -> None:
+        """Replace every budget gauge; series that are no longer in `rows` disappear.
+
+        Values are set before stale series are removed, so a concurrent scrape never sees
+        the budget gauges empty.
+        """
+        want: dict[Gauge, dict[tuple[str, str], float]] = {g: {} for g in self._budget_labels}
+        for row in rows:
+            labels = (clip(row.account), clip(row.key))
+            want[self.reserved][labels] = row.reserved
+            want[self.window_spend][labels] = row.window_spend
+            if row.cap is not None:
+                want[self.cap][labels] = row.cap
+                remaining = row.remaining
+                if remaining is None:
+                    remaining = row.cap - row.window_spend - row.reserved
+                want[self.remaining][labels] = remaining
+        with self._budget_lock:
+            for gauge, values in want.items():
+                for labels, value in values.items():
+                    gauge.labels(*labels).set(value)
+                for labels in self._budget_labels[gauge] - values.keys():
+                    gauge.remove(*labels)
+                self._budget_labels[gauge] = set(values)
+
+    def set_ledger_up(self, up: bool) -> None:
+        self.ledger_up.set(1 if up else 0)
+
+
+def tokens_per_second(
+    completion_tokens: int | None, ttft_s: float | None, duration_s: float | None
+) -> float | None:
+    """Generation speed after the first token; None when it cannot be measured."""
+    if not completion_tokens or completion_tokens <= 0:
+        return None
+    if ttft_s is None or duration_s is None or ttft_s <= 0 or duration_s <= 0:
+        return None
+    gen = duration_s - ttft_s
+    return completion_tokens / gen if gen > 0 else None
+
+
+def parse_address(value: str) -> tuple[str, int] | None:
+    """`HOST:PORT` / `[V6]:PORT` -> (host, port); "" -> None (metrics off)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    fix = (
+        f"seatbelt_metrics: {value!r} is not HOST:PORT;"
+        " use e.g. 127.0.0.1:9464 or [::1]:9464, or '' to turn the endpoint off"
+    )
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(fix)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(fix) from None
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or ":" in host or any(c.isspace() for c in host):
+            raise ValueError(fix)
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(fix)
+    return host, int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._send(200, encoder(self.server.registry), content_type)
+        elif path == "/healthz":
+            self._send(200, b"ok\n")
+        elif path == "/readyz":
+            try:
+                ready = bool(self.server.owner.ready())
+            except Exception:  # a broken probe must answer "not ready", not kill the thread
+                logger.exception("seatbelt: readiness check failed")
+                ready = False
+            if ready:
+                self._send(200, b"ready\n")
+            else:
+                self._send(503, b"not ready\n")
+        else:
+            self._send(404, b"not found\n")
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds must not flood mitmproxy's output."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr: tuple[str, int], owner: MetricsServer, registry: Any) -> None:
+        self.owner = owner
+        self.registry = registry
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        super().__init__(addr, _Handler)
+
+
+class MetricsServer:
+    """The /metrics, /healthz and /readyz endpoint, served from a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else _REGISTRY
+        self.ready: Callable[[], bool] = lambda: False
+        self._lock = threading.Lock()
+        self._address: tuple[str, int] | None = None  # as requested (port may be 0)
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def bound(self) -> tuple[str, int] | None:
+        """The (host, port) actually listened on, e.g. the real port after asking for 0."""
+        if self._httpd is None:
+            return None
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    def ensure(self, address: str, ready: Callable[[], bool]) -> None:
+        """Serve on `address` ("" = off). Idempotent; rebinds only when the address changes.
+
+        Raises ValueError for a malformed address and OSError when it cannot be bound; the
+        endpoint that was running before then keeps running.
+        """
+        addr = parse_address(address)
+        with self._lock:
+            self.ready = ready
+            if addr == self._address and (addr is None or self._httpd is not None):
+                return
+            if addr is None:
+                self._stop_locked()
+                return
+            try:
+                new = _Server(addr, self, self.registry)
+            except OSError:
+                # The old endpoint may hold the same port on another host: free it and retry.
+                if self._httpd is None or self._address is None or self._address[1] != addr[1]:
+                    raise
+                old = self._address
+                self._stop_locked()
+                try:
+                    new = _Server(addr, self, self.registry)
+                except OSError:
+                    try:
+                        self._start_locked(_Server(old, self, self.registry), old)
+                    except OSError:
+                        logger.error("seatbelt: metrics endpoint could not be restored on %s", old)
+                    raise
+            self._stop_locked()
+            self._start_locked(new, addr)
+
+    def _start_locked(self, httpd: _Server, addr: tuple[str, int]) -> None:
+        self._httpd, self._address = httpd, addr
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+            name="seatbelt-metrics", daemon=True,
+        )
+        self._thread.start()
+        logger.info("seatbelt: metrics on http://%s:%d/metrics", *(self.bound or addr))
+
+    def _stop_locked(self) -> None:
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = self._address = None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+
+# Process-wide state: created once per process, survives addon script reloads.
+_REGISTRY = CollectorRegistry()
+_METRICS = Metrics(_REGISTRY)
+_SERVER = MetricsServer(_REGISTRY)
+
+
+def get_metrics() -> Metrics:
+    """The process-wide Metrics (its registry is the one the server exports)."""
+    return _METRICS
+
+
+def get_server() -> MetricsServer:
+    """The process-wide metrics endpoint."""
+    return _SERVER
