@@ -62,7 +62,9 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
                fp: str | None = None, model: str | None = None, reserved: int | None = None,
                stream: bool = False) -> None:
         flow.response = refusals.to_response(family, refusal)
-        flow.comment = f"seatbelt: refused {refusal.code} key={key}"
+        flow.comment = f"seatbelt: refused {refusal.code} key={key} account={account}" + (
+            f" reserved={reserved}" if reserved is not None else ""
+        )
         flow.marked = ":no_entry:"
         get_metrics().refused(account=account, key=key, outcome=refusal.outcome)
         audit_refusal(rt, flow, route, refusal, account=account, key=key, fp=fp,
@@ -120,6 +122,8 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         injected = family.request_usage(route, body)
         if injected:
             edits.append("usage_requested")
+            # The extra usage frame can only be hidden from an uncompressed stream.
+            req.headers["accept-encoding"] = "identity"
 
     hold_id = None
     ledger = None
