@@ -77,7 +77,6 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
     usage = scanner.usage if scanner is not None else Usage()
     if status is not None and not 200 <= status < 300:
         return Outcome("release", None, None, usage, "none", "upstream_error")
-    outcome = "served" if completed else "aborted"
     reported = (
         scanner is not None
         and not scanner.usage_invalid
@@ -85,8 +84,12 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
         and (usage.completion_tokens is not None or not meter.facts.produces_output)
     )
     if reported:
+        # Served even when the `error` hook fired: a client that stops reading at the end
+        # marker ([DONE], message_stop) and closes before the upstream's end of body got the
+        # whole answer, usage included.
         completion = usage.completion_tokens or 0
-        return Outcome("settle", usage.prompt_tokens, completion, usage, "reported", outcome)
+        return Outcome("settle", usage.prompt_tokens, completion, usage, "reported", "served")
+    outcome = "served" if completed else "aborted"
     if scanner is not None and (scanner.output_seen or status is not None):
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else meter.prompt_estimate
         if usage.completion_tokens is not None:

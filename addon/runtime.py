@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from addon.audit import AuditLog
@@ -41,7 +42,9 @@ class Runtime:
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _loop_task: asyncio.Task | None = None
     _budget_dirty: bool = False
+    _was_up: bool = False
     last_report: list[dict] = field(default_factory=list)  # rows of the last budget snapshot
+    last_report_at: float | None = None  # its time.monotonic(); None until the first one
 
     def ready(self) -> bool:
         """Policy loaded, ledger open and answering: LLM traffic may be admitted."""
@@ -54,8 +57,10 @@ class Runtime:
 
     def set_ledger_up(self, up: bool, reason: str = "") -> None:
         if up != self.ledger_up:
-            if up:
+            if up and self._was_up:
                 logger.info("seatbelt: ledger reachable again; admitting LLM requests")
+            elif up:
+                self._was_up = True
             else:
                 logger.error(f"seatbelt: ledger unavailable ({reason}); refusing LLM requests")
         self.ledger_up = up
@@ -124,6 +129,7 @@ class Runtime:
         caps = report_caps(policy)
         states = await ledger.snapshot(caps)
         self.last_report = report_rows(policy, states)
+        self.last_report_at = time.monotonic()
         get_metrics().set_budgets(budget_rows(self.last_report))
 
     # --- tasks --------------------------------------------------------------------------

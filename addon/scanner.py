@@ -79,8 +79,10 @@ class _Doc:
     the bytes go by.
     """
 
-    def __init__(self, sc: Scanner, head: int = DOC_HEAD) -> None:
+    def __init__(self, sc: Scanner, head: int = DOC_HEAD, rx: re.Pattern[bytes] | None = None,
+                 ) -> None:
         self.sc = sc
+        self.rx = rx or sc.out_rx
         self.room = head
         self.buf = bytearray()
         self.text: _TextCarry | None = None
@@ -91,7 +93,7 @@ class _Doc:
             if len(data) <= self.room - len(self.buf):
                 self.buf += data
                 return
-            self.text = _TextCarry(self.sc)
+            self.text = _TextCarry(self.sc, self.rx)
             self.text.feed(bytes(self.buf))
             self.tail, self.buf = self.buf, bytearray()
         self.text.feed(data)
@@ -102,7 +104,7 @@ class _Doc:
     def end(self) -> None:
         if self.text is None:
             whole = bytes(self.buf)
-            self.sc._text(whole)
+            self.sc._text(whole, self.rx)
             if self.sc._has_marker(whole):
                 self.sc._parse(whole)
         else:
@@ -112,15 +114,16 @@ class _Doc:
 class _TextCarry:
     """Output text counted incrementally over a body with no frame boundaries."""
 
-    def __init__(self, sc: Scanner) -> None:
+    def __init__(self, sc: Scanner, rx: re.Pattern[bytes]) -> None:
         self.sc = sc
+        self.rx = rx
         self.carry = b""
 
     def feed(self, data: bytes) -> None:
         buf = self.carry + data if self.carry else data
         last = 0
         pieces = []
-        for m in self.sc.out_rx.finditer(buf):
+        for m in self.rx.finditer(buf):
             pieces.append(m.group(1))
             last = m.end()
         if pieces:
@@ -249,10 +252,10 @@ class _LineFramer(_Framer):
 
 
 class _JsonFramer(_Framer):
-    """The whole body is one JSON document."""
+    """The whole body is one JSON document (a buffered response: its own text pattern)."""
 
     def __init__(self, sc: Scanner) -> None:
-        self.doc = _Doc(sc)
+        self.doc = _Doc(sc, rx=sc.doc_rx)
 
     def feed(self, data: bytes) -> None:
         self.doc.feed(data)
@@ -356,6 +359,9 @@ class Scanner:
         self.reader = family.new_usage_reader(route)
         self.framing = family.framing(route, facts, content_type or "")
         self.out_rx = family.output_text
+        # A family whose stream repeats its output in summary events (Responses) counts
+        # only deltas in streams, and the whole text of a buffered body with this pattern.
+        self.doc_rx: re.Pattern[bytes] = getattr(family, "document_text", None) or self.out_rx
         self.output_seen = False
         self.output_chars = 0
         self.first_output_at: float | None = None
@@ -518,8 +524,8 @@ class Scanner:
         else:
             self.output_chars += _decoded_len(raw)
 
-    def _text(self, data: bytes) -> None:
-        found = self._findall(data)
+    def _text(self, data: bytes, rx: re.Pattern[bytes] | None = None) -> None:
+        found = rx.findall(data) if rx is not None else self._findall(data)
         if found:
             self._count(found[0] if len(found) == 1 else b"".join(found))
 

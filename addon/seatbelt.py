@@ -5,6 +5,9 @@
 request ─► gate.admit (route, authenticate, estimate, reserve or refuse)
 responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read)
 response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
+
+Also: the LLM contentview (addon/contentview.py) and the seatbelt.status / seatbelt.reload
+commands (addon/commands.py) for mitmweb's and the console's command bar.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ if _ROOT not in sys.path:
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
 from addon import gate, settlement  # noqa: E402
+from addon.commands import SeatbeltCommands  # noqa: E402
+from addon.contentview import LLMView  # noqa: E402
 from addon.ledger import redact  # noqa: E402
 from addon.metrics import get_server, parse_address  # noqa: E402
 from addon.options import (  # noqa: E402
     OPTIONS,
+    Settings,
     SettingsError,
     read_settings,
     unknown_option_error,
     unknown_options,
 )
-from addon.policy import PolicyError, load_policy  # noqa: E402
+from addon.policy import Policy, PolicyError, load_policy  # noqa: E402
 from addon.redact import redact_flow  # noqa: E402
 from addon.runtime import RUNTIME  # noqa: E402
 from addon.scanner import Scanner  # noqa: E402
@@ -50,18 +56,8 @@ class Seatbelt:
         if not any(name in OPTIONS for name in updated) and RUNTIME.policy is not None:
             return
         try:
-            unknown = unknown_options(ctx.options.deferred)
-            if unknown:
-                raise unknown_option_error(unknown)
-            settings = read_settings(ctx.options)
-            policy = load_policy(settings.policy_path)
-            address = parse_address(settings.metrics_address)
-            if address is not None:
-                get_server().ensure(settings.metrics_address, RUNTIME.ready)
-            else:
-                get_server().stop()
-            RUNTIME.audit.open(settings.audit_path)
-        except (SettingsError, PolicyError, ValueError, OSError) as e:
+            settings, policy = _prepare()
+        except SettingsError as e:
             self._fail(_one_line(e))
             return
         for warning in policy.warnings:
@@ -69,7 +65,6 @@ class Seatbelt:
         RUNTIME.settings = settings
         RUNTIME.policy = policy
         RUNTIME.config_error = None
-        RUNTIME.use_ledger(settings.ledger_url)
         RUNTIME.ensure_background()
         RUNTIME.mark_budgets_dirty()
         logger.info(
@@ -150,8 +145,46 @@ class Seatbelt:
         )
 
 
+def _prepare() -> tuple[Settings, Policy]:
+    """Read and apply every option; each failure is one line naming its option and the fix."""
+    unknown = unknown_options(ctx.options.deferred)
+    if unknown:
+        raise unknown_option_error(unknown)
+    settings = read_settings(ctx.options)
+    try:
+        policy = load_policy(settings.policy_path)
+    except PolicyError as e:
+        raise SettingsError(f"seatbelt_policy: {e}") from None
+    try:
+        if parse_address(settings.metrics_address) is None:
+            get_server().stop()
+        else:
+            get_server().ensure(settings.metrics_address, RUNTIME.ready)
+    except ValueError as e:
+        raise SettingsError(f"seatbelt_metrics: {e}") from None
+    except OSError as e:
+        raise SettingsError(
+            f"seatbelt_metrics: cannot listen on {settings.metrics_address} "
+            f"({e.strerror or e}); fix: free that port, or --set seatbelt_metrics=HOST:PORT "
+            "with another port (empty turns metrics off)"
+        ) from None
+    try:
+        RUNTIME.audit.open(settings.audit_path)
+    except OSError as e:
+        raise SettingsError(
+            f"seatbelt_audit: cannot open {settings.audit_path} ({e.strerror or e}); fix: "
+            "point --set seatbelt_audit=PATH at a writable file (empty turns the audit off)"
+        ) from None
+    try:
+        RUNTIME.use_ledger(settings.ledger_url)
+    except ValueError as e:
+        raise SettingsError(f"seatbelt_ledger: {e}") from None
+    return settings, policy
+
+
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-addons = [Seatbelt()]
+# The commands look RUNTIME up at each call (tests swap it).
+addons = [Seatbelt(), LLMView(), SeatbeltCommands(lambda: RUNTIME)]

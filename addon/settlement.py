@@ -10,6 +10,7 @@ from mitmproxy import http
 from addon import refusals
 from addon.apis.base import Route
 from addon.audit import audit_record
+from addon.contentview import shown_body
 from addon.ledger.base import LedgerUnavailable
 from addon.meter import Meter, Outcome, decide
 from addon.metrics import get_metrics
@@ -70,17 +71,26 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
         usage_source=result.source,
         overrun=overrun,
     )
-    write_audit(rt, meter, result, status=_client_status(flow), overrun=overrun, ttft=ttft,
+    write_audit(rt, meter, result, status=_client_status(flow, result), overrun=overrun, ttft=ttft,
                 duration=duration)
     if flow is not None:
         flow.comment = comment_for(meter, result, overrun)
         if scanner is not None and response is not None and not response.raw_content:
-            # Streamed bodies are not kept by mitmproxy: show the bounded copy in mitmweb.
-            response.raw_content = scanner.kept_body
+            # Streamed bodies are not kept by mitmproxy: show the bounded copy in mitmweb,
+            # with a marker where it was cut.
+            response.raw_content = shown_body(
+                scanner.kept_body,
+                truncated=scanner.kept_truncated,
+                received=scanner.bytes_in,
+                content_encoding=response.headers.get("content-encoding", ""),
+            )
 
 
-def _client_status(flow: http.HTTPFlow | None) -> int | None:
-    if flow is None or flow.response is None or flow.error is not None:
+def _client_status(flow: http.HTTPFlow | None, result: Outcome) -> int | None:
+    """The status the client got, or None when the exchange broke before it was answered."""
+    if flow is None or flow.response is None:
+        return None
+    if flow.error is not None and result.outcome != "served":
         return None
     return flow.response.status_code
 
@@ -97,7 +107,10 @@ def comment_for(meter: Meter, result: Outcome, overrun: bool) -> str:
     ]
     if overrun:
         parts.append("overrun")
-    parts.extend(meter.edits)
+    if result.outcome != "served":
+        parts.append(result.outcome)  # aborted / upstream_error
+    if meter.edits:
+        parts.append("edits=" + ",".join(meter.edits))
     return " ".join(parts)
 
 

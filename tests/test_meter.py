@@ -64,3 +64,9 @@ def test_embeddings_have_no_completion():
     o = decide(meter(scanner(Usage(12, None)), produces_output=False), status=200,
                completed=True, sent=True)
     assert (o.source, o.prompt_tokens, o.completion_tokens) == ("reported", 12, 0)
+
+
+def test_client_closing_after_the_usage_frame_was_served():
+    """The error hook fired (client left after [DONE]) but the whole answer went out."""
+    o = decide(meter(scanner(Usage(10, 20))), status=200, completed=False, sent=True)
+    assert (o.source, o.outcome) == ("reported", "served")

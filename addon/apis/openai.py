@@ -37,6 +37,13 @@ OUTPUT_TEXT = re.compile(
 READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class UnmeteredRequest(BadRequestBody):
+    """A request on a metered route whose cost seatbelt cannot see (a `background: true`
+    response): the gate answers it as an `unmetered` endpoint (contract §4). It is a
+    BadRequestBody so that any caller unaware of it still refuses (400): never forwarded
+    unmetered by accident."""
+
+
 def norm_path(path: str) -> str:
     """The path as routing sees it: no query, percent-decoded, dot segments resolved,
     no duplicate or trailing slash, lowercase. Lenient on purpose: a spelling an
@@ -102,6 +109,13 @@ def sub(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def provider_of(deployment: str | None, headers: Mapping[str, str]) -> str:
+    """`azure` for an Azure deployment path or Azure's `api-key` header, else `openai`."""
+    if deployment is not None or any(k.lower() == "api-key" for k in headers):
+        return "azure"
+    return "openai"
+
+
 _METERED = (
     (re.compile(r"(?:^|/)chat/completions$"), "chat"),
     (re.compile(r"(?:^|/)completions$"), "completions"),
@@ -132,8 +146,7 @@ class OpenAI(ApiFamily):
         method = method.upper()
         m = _DEPLOYMENT.search(path.split("?", 1)[0] + "/")
         deployment = unquote(m.group(1)) if m else None
-        lower = {k.lower() for k in headers}
-        provider = "azure" if deployment is not None or "api-key" in lower else "openai"
+        provider = provider_of(deployment, headers)
         for rx, endpoint in _METERED:
             if rx.search(p):
                 if method == "POST":
