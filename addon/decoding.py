@@ -214,6 +214,9 @@ class StreamDecoder:
     def __init__(self, content_encoding: str, sink: Sink) -> None:
         self.sink = sink
         self.error: str | None = None
+        # Ended without the compressed end marker (client or upstream left): what was decoded
+        # is as good as an uncompressed stream cut at the same point, so this is no error.
+        self.truncated = False
         self.encoded = 0
         self.decoded = 0
         self.chain: _Chain | None = None
@@ -248,7 +251,7 @@ class StreamDecoder:
 
         def flush() -> None:
             if not self.chain.finish(self._count):  # type: ignore[union-attr]
-                self.error = "truncated compressed stream"
+                self.truncated = True
 
         self._run(flush)
 

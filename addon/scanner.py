@@ -54,15 +54,22 @@ def error_of(obj: Any) -> str | None:
     """A short description of an error object sent inside a 2xx body, else None.
 
     Covers OpenAI-style `{"error": {...}}`, Anthropic `{"type": "error", ...}`,
-    Ollama `{"error": "..."}` and Gemini array elements `{"error": {...}}`.
+    Ollama `{"error": "..."}`, Gemini array elements `{"error": {...}}` and the Responses
+    API's `{"type": "error", "code", "message"}` and `response.failed` events.
     """
     if not isinstance(obj, dict):
         return None
     err = obj.get("error")
     if err in (None, False, "", {}):
-        if obj.get("type") != "error":
+        inner = obj.get("response")
+        if obj.get("type") == "response.failed" and isinstance(inner, dict):
+            err = inner.get("error") or "response.failed"
+        elif obj.get("type") != "error":
             return None
-        err = "error"
+        elif "message" in obj:
+            err = {"code": obj.get("code"), "message": obj.get("message")}
+        else:
+            err = "error"
     if isinstance(err, dict):
         kind = err.get("type") or err.get("status") or err.get("code") or "error"
         text = f"{kind}: {err.get('message', '')}"
@@ -79,8 +86,9 @@ class _Doc:
     the bytes go by.
     """
 
-    def __init__(self, sc: Scanner, head: int = DOC_HEAD, rx: re.Pattern[bytes] | None = None,
-                 ) -> None:
+    def __init__(
+        self, sc: Scanner, head: int = DOC_HEAD, rx: re.Pattern[bytes] | None = None
+    ) -> None:
         self.sc = sc
         self.rx = rx or sc.out_rx
         self.room = head
@@ -412,6 +420,11 @@ class Scanner:
     @property
     def decode_error(self) -> str | None:
         return self._decoder.error
+
+    @property
+    def decode_truncated(self) -> bool:
+        """The compressed body ended without its end marker (the stream was cut)."""
+        return self._decoder.truncated
 
     @property
     def kept_body(self) -> bytes:

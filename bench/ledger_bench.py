@@ -1,36 +1,48 @@
 """Ledger throughput: reserve+settle pairs per second, per backend.
 
-    python bench/ledger_bench.py [--json] [--pairs N] [BACKEND ...]
+    python bench/ledger_bench.py [--json] [--pairs N] [--redis-url URL] [BACKEND ...]
 
 Each pair is what one request costs the proxy: reserve on a key cap (rolling window)
 and an account cap (balance), then settle. Latencies are per pair, measured on the
-event loop, so they are also how long the loop is held.
+event loop (for Redis: two round trips over loopback, so the loop is free meanwhile).
+
+Backend `redis` uses --redis-url when given (the bench writes under a `{seatbelt-bench}`
+namespace there, never the ledger's own keys), else starts a throw-away `redis-server`
+without persistence on a free 127.0.0.1 port. `redis-aof` does the same with
+`--appendonly yes --appendfsync everysec`, the setting the README recommends.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from addon.ledger import Cap, Window, open_ledger  # noqa: E402
 
-BACKENDS = ("memory", "sqlite")
+# redis joins the default set where a redis-server can be started (name it to insist)
+BACKENDS = ("memory", "sqlite", "redis") if shutil.which("redis-server") else ("memory", "sqlite")
+KNOWN = ("memory", "sqlite", "redis", "redis-aof")
 CAPS = (
     Cap("key:bench", 10**15, Window("rolling", 3600)),
     Cap("account:bench", 10**15, Window("balance")),
 )
 
 
-async def _measure(url: str, pairs: int) -> dict[str, float]:
-    ledger = open_ledger(url)
+async def _measure(url: str, pairs: int, **kw: Any) -> dict[str, float]:
+    ledger = open_ledger(url, **kw)
     await ledger.open()
     try:
         for _ in range(min(200, pairs)):  # warm up caches and the WAL
@@ -59,18 +71,68 @@ async def _measure(url: str, pairs: int) -> dict[str, float]:
     }
 
 
-def run(backends: tuple[str, ...] | list[str] = BACKENDS, pairs: int = 20000) -> dict:
+@contextlib.contextmanager
+def redis_server(directory: str, *, aof: bool = False) -> Iterator[str]:
+    """A throw-away redis-server on a free loopback port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else [
+        "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory,
+         *persistence],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"redis-server did not start on port {port}")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def run(
+    backends: tuple[str, ...] | list[str] = BACKENDS,
+    pairs: int = 20000,
+    redis_url: str | None = None,
+) -> dict:
     """Measure each backend; returns {backend: {pairs_per_s, p50_us, p99_us, max_us}}."""
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
+            kw: dict[str, Any] = {}
             if backend == "memory":
                 url = "memory://"
             elif backend == "sqlite":
                 url = f"sqlite:///{Path(tmp, 'bench', 'ledger.db')}"
+            elif backend in ("redis", "redis-aof"):
+                kw["namespace"] = "seatbelt-bench"
+                if redis_url is not None and backend == "redis":
+                    results[backend] = asyncio.run(_measure(redis_url, pairs, **kw))
+                    continue
+                directory = Path(tmp, backend)
+                directory.mkdir()
+                with redis_server(str(directory), aof=backend == "redis-aof") as url:
+                    results[backend] = asyncio.run(_measure(url, pairs, **kw))
+                continue
             else:
-                raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-            results[backend] = asyncio.run(_measure(url, pairs))
+                raise ValueError(f"unknown backend {backend!r}; known: {', '.join(KNOWN)}")
+            results[backend] = asyncio.run(_measure(url, pairs, **kw))
     return results
 
 
@@ -79,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("backends", nargs="*", default=list(BACKENDS))
     parser.add_argument("--pairs", type=int, default=20000)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--redis-url", help="an existing Redis for the redis backend")
     args = parser.parse_args(argv)
-    results = run(args.backends, args.pairs)
+    results = run(args.backends, args.pairs, args.redis_url)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for name, r in results.items():
             print(
-                f"{name:8} {r['pairs_per_s']:>9,} pairs/s  p50 {r['p50_us']:>7} us  "
+                f"{name:9} {r['pairs_per_s']:>9,} pairs/s  p50 {r['p50_us']:>7} us  "
                 f"p99 {r['p99_us']:>7} us  max {r['max_us']:>8} us"
             )
     return 0

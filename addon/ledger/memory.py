@@ -90,6 +90,7 @@ class MemoryLedger(Ledger):
         self.lease_seconds = lease_seconds
         self.max_hold_seconds = max_hold_seconds
         self.reclaimed_total = 0
+        self.last_reclaimed: list[HoldInfo] = []  # holds the last heartbeat charged whole
         self._clock = clock
         self._store = _STORES.setdefault(name, _Store()) if name else _Store()
 
@@ -182,15 +183,17 @@ class MemoryLedger(Ledger):
         now = self._clock() if now is None else now
         store = self._store
         store.owners[self.owner] = now
-        reclaimed = 0
-        for hold in store.holds.values():
+        reclaimed: list[HoldInfo] = []
+        for hid, hold in store.holds.items():
             if hold.orphaned_at is None and self._lapsed(hold, now):
                 store.charge(hold, hold.amount)
                 hold.orphaned_at = now
-                reclaimed += 1
+                reclaimed.append(HoldInfo(hid, hold.owner, hold.amount,
+                                          tuple(c[0] for c in hold.charges), hold.created))
         self._collect(now)
-        self.reclaimed_total += reclaimed
-        return reclaimed
+        self.reclaimed_total += len(reclaimed)
+        self.last_reclaimed = reclaimed  # for the audit log (not part of the interface)
+        return len(reclaimed)
 
     def _lapsed(self, hold: _Hold, now: float) -> bool:
         beat = self._store.owners.get(hold.owner)

@@ -123,6 +123,7 @@ class SqliteLedger(Ledger):
         self.max_hold_seconds = max_hold_seconds
         self.busy_seconds = busy_seconds
         self.reclaimed_total = 0
+        self.last_reclaimed: list[HoldInfo] = []  # holds the last heartbeat charged whole
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._registered = False
@@ -419,10 +420,11 @@ class SqliteLedger(Ledger):
             return 0
         now = self._clock() if now is None else now
 
-        def body(conn: sqlite3.Connection) -> int:
+        def body(conn: sqlite3.Connection) -> list[HoldInfo]:
             conn.execute(SQL_BEAT, (self.owner, now))
             lapsed = conn.execute(
-                "SELECT h.subject, h.bucket, h.prune_after, h.amount, h.hold_id FROM holds h"
+                "SELECT h.subject, h.bucket, h.prune_after, h.amount, h.hold_id, h.owner,"
+                " h.created FROM holds h"
                 " LEFT JOIN owners o ON o.owner = h.owner WHERE h.orphaned_at IS NULL"
                 " AND (h.created < ? OR o.heartbeat IS NULL OR o.heartbeat < ?)",
                 (now - self.max_hold_seconds, now - self.lease_seconds),
@@ -439,8 +441,14 @@ class SqliteLedger(Ledger):
                 (now - self.lease_seconds,),
             )
             conn.execute("DELETE FROM spend WHERE prune_after < ?", (now,))
-            return len(ids)
+            infos: dict[str, HoldInfo] = {}
+            for r in sorted(lapsed, key=lambda r: r[4]):
+                info = infos.get(r[4])
+                subjects = (info.subjects if info else ()) + (r[0],)
+                infos[r[4]] = HoldInfo(r[4], r[5], r[3], subjects, r[6])
+            return list(infos.values())
 
-        reclaimed = await self._run(body, write=True) or 0
-        self.reclaimed_total += reclaimed
-        return reclaimed
+        reclaimed = await self._run(body, write=True) or []
+        self.reclaimed_total += len(reclaimed)
+        self.last_reclaimed = reclaimed  # for the audit log (not part of the interface)
+        return len(reclaimed)

@@ -566,7 +566,7 @@ def test_bad_ledger_urls_say_the_accepted_forms(url: str) -> None:
     assert "\n" not in msg and "memory://" in msg and "sqlite:////abs/path.db" in msg
 
 
-def test_redis_is_not_available_yet_and_never_echoes_a_password() -> None:
+def test_bad_redis_url_never_echoes_a_password() -> None:
     with pytest.raises(LedgerURLError) as e:
-        open_ledger("redis://:hunter2@127.0.0.1:6379/0")
-    assert "not available yet" in str(e.value) and "hunter2" not in str(e.value)
+        open_ledger("redis://:hunter2@127.0.0.1:notaport/0")
+    assert "hunter2" not in str(e.value)
