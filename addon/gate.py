@@ -15,13 +15,14 @@ from mitmproxy import http
 from addon import estimate, refusals
 from addon.apis import route_request
 from addon.apis.base import BadRequestBody, Route
+from addon.apis.openai import UnmeteredRequest
 from addon.auth import find_credential
 from addon.decoding import BodyTooLarge as DecodedTooLarge
 from addon.decoding import decode_request_body
 from addon.ledger.base import LedgerUnavailable
 from addon.meter import Meter
 from addon.metrics import get_metrics
-from addon.policy import fingerprint
+from addon.policy import Policy, fingerprint
 from addon.requestbody import (
     MAX_REQUEST_BODY,
     BodyTooLarge,
@@ -38,9 +39,37 @@ ANONYMOUS = "anonymous"
 INTERNAL_HEADER_PREFIX = "x-seatbelt"
 
 
-def llm_route(flow: http.HTTPFlow) -> Route | None:
+def llm_route(flow: http.HTTPFlow, policy: Policy | None = None) -> Route | None:
+    """The request's API route; the policy's `routes:` rules may override it per host/path."""
     req = flow.request
-    return route_request(req.method, req.path.split("?", 1)[0], req.headers)
+    path = req.path.split("?", 1)[0]
+    api = policy.route_settings(req.pretty_host, path).api if policy is not None else None
+    return route_request(req.method, path, req.headers, api=api)
+
+
+_hinted: set[str] = set()
+
+
+def hint_rejected_stream_options(flow: http.HTTPFlow, injected: bool) -> None:
+    """Log, once per host, how to opt out when an upstream rejects the stream_options
+    seatbelt added (older Azure API versions answer 400 "Unrecognized request argument")."""
+    resp = flow.response
+    if not injected or resp is None or resp.status_code != 400:
+        return
+    try:
+        text = (resp.get_text(strict=False) or "")[:4000]
+    except ValueError:
+        return
+    host = flow.request.pretty_host
+    if "stream_options" not in text or host in _hinted or len(_hinted) > 1000:
+        return
+    _hinted.add(host)
+    logger.warning(
+        f"seatbelt: {host} answered 400 to a stream where seatbelt added "
+        "stream_options.include_usage; if this upstream does not accept stream_options "
+        "(older Azure OpenAI API versions do not), add to the policy `routes: [{host: "
+        f"{host}, stream_options: false}}]`: its streams are then metered from an estimate"
+    )
 
 
 def strip_internal_headers(request: http.Request) -> None:
@@ -70,7 +99,8 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         audit_refusal(rt, flow, route, refusal, account=account, key=key, fp=fp,
                       model=model, reserved=reserved, stream=stream, path=path)
 
-    if policy is None or not rt.ready():
+    fail_open = rt.failing_open()
+    if policy is None or not (rt.ready() or fail_open):
         reason = rt.config_error or "the ledger is not available"
         refuse(refusals.unavailable(f"seatbelt is not ready ({reason})"))
         return
@@ -100,6 +130,10 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         data = decode_request_body(raw, encoding, MAX_REQUEST_BODY) if encoding else raw
         body = parse_json_object(data)
         facts = family.parse_request(route, body)
+    except UnmeteredRequest:  # e.g. a background response: its cost happens out of sight
+        if policy.unmetered_endpoints != "allow" and key is not None:
+            refuse(refusals.unmetered(path), account=account_id, key=key_id, fp=fp)
+        return
     except (BodyTooLarge, DecodedTooLarge) as e:
         refuse(refusals.too_large(str(e)), account=account_id, key=key_id, fp=fp)
         return
@@ -118,7 +152,8 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         edits.append("limit_written")
     injected = False
     settings = rt.settings
-    if facts.stream and not facts.wants_usage and settings is not None and settings.inject_usage:
+    if (facts.stream and not facts.wants_usage and settings is not None and settings.inject_usage
+            and policy.route_settings(req.pretty_host, path).stream_options is not False):
         injected = family.request_usage(route, body)
         if injected:
             edits.append("usage_requested")
@@ -127,7 +162,7 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
 
     hold_id = None
     ledger = None
-    if key is not None:
+    if key is not None and not fail_open:
         ledger = rt.ledger
         caps = policy.caps_for(key)
         try:
@@ -135,20 +170,25 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
             reservation = await ledger.reserve(caps, amount)
         except LedgerUnavailable as e:
             rt.set_ledger_up(False, str(e))
-            refuse(refusals.unavailable("the ledger is not available"), account=account_id,
-                   key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
-            return
-        if not reservation.granted:
+            if not rt.failing_open():
+                refuse(refusals.unavailable("the ledger is not available"), account=account_id,
+                       key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
+                return
+            ledger, fail_open, reservation = None, True, None
+        if reservation is not None and not reservation.granted:
             windows = {c.subject: c.window for c in caps}
             refuse(refusals.for_caps(reservation.refusals, key.id, windows), account=account_id,
                    key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
             return
-        hold_id = reservation.hold_id
+        hold_id = reservation.hold_id if reservation is not None else None
         rt.mark_budgets_dirty()
 
     if edits:
         # set_content re-encodes with the request's own Content-Encoding and fixes the length.
         req.set_content(dump_json(body))
+    if fail_open and key is not None:
+        edits.append("fail_open")  # forwarded unmetered: the ledger was down
+        rt.warn_fail_open()
 
     meter = Meter(
         flow_id=flow.id,
@@ -162,13 +202,14 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         model_label=policy.model_label(model),
         host=req.pretty_host,
         path=path,
-        reserved=amount if key is not None else 0,
+        reserved=amount if hold_id is not None else 0,
         prompt_estimate=prompt_est,
         ledger=ledger,
         hold_id=hold_id,
         edits=edits,
         injected_usage=injected,
         dispatched_at=time.monotonic(),
+        flow=flow,
     )
     rt.meters[flow.id] = meter
     flow.metadata["seatbelt"] = {"key": key_id, "account": account_id, "reserved": meter.reserved}

@@ -32,9 +32,18 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "true|false: ask OpenAI-style streams for a usage frame when the client did not, "
         "and hide that frame from the client.",
     ),
+    "seatbelt_ledger_fail_open": (
+        "false",
+        "true|false: when the ledger is unreachable, let LLM requests through UNMETERED and "
+        "UNCAPPED instead of answering 503. Off by default; announced loudly when on.",
+    ),
     "seatbelt_redact": (
         "true",
         "true|false: once a flow ends, scrub credential headers and key= from it.",
+    ),
+    "seatbelt_hashes_only": (
+        "false",
+        "true|false: refuse a policy that names a plain `credential:` (credential_sha256 only).",
     ),
 }
 
@@ -54,6 +63,8 @@ class Settings:
     audit_path: str
     inject_usage: bool
     redact: bool
+    ledger_fail_open: bool = False
+    hashes_only: bool = False
 
 
 def parse_bool(name: str, value: Any) -> bool:
@@ -88,6 +99,11 @@ def read_settings(options: Any) -> Settings:
         audit_path=str(options.seatbelt_audit).strip(),
         inject_usage=parse_bool("seatbelt_inject_usage", options.seatbelt_inject_usage),
         redact=parse_bool("seatbelt_redact", options.seatbelt_redact),
+        ledger_fail_open=parse_bool("seatbelt_ledger_fail_open",
+                                    options.seatbelt_ledger_fail_open),
+        hashes_only=parse_bool(
+            "seatbelt_hashes_only", getattr(options, "seatbelt_hashes_only", "false")
+        ),
     )
 
 

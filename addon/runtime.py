@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 
-from addon.audit import AuditLog
+from addon.audit import AuditLog, audit_record
 from addon.ledger import open_ledger, redact
-from addon.ledger.base import Ledger, LedgerUnavailable
+from addon.ledger.base import HoldInfo, Ledger, LedgerUnavailable
 from addon.meter import Meter
 from addon.metrics import budget_rows, get_metrics
 from addon.options import Settings
@@ -26,6 +28,33 @@ from addon.report import report_caps, report_rows
 logger = logging.getLogger("seatbelt")
 
 HEARTBEAT_SECONDS = 5.0
+# Test-only: shorter leases so a test can watch a hold lapse in seconds, e.g.
+# "lease=1,max_hold=4,heartbeat=0.2". Never silent: every use logs a warning naming it.
+TIMING_ENV = "SEATBELT_TEST_LEDGER_TIMING"
+_TIMING_KEYS = {"lease": "lease_seconds", "max_hold": "max_hold_seconds",
+                "heartbeat": "heartbeat_seconds"}
+
+
+def ledger_timing(value: str | None) -> dict[str, float]:
+    """Parse TIMING_ENV; ValueError (a start-up error) on anything odd. {} when unset."""
+    if not value:
+        return {}
+    out: dict[str, float] = {}
+    for part in value.split(","):
+        name, sep, number = part.partition("=")
+        try:
+            seconds = float(number)
+        except ValueError:
+            seconds = -1.0
+        if not sep or name.strip() not in _TIMING_KEYS or not 0 < seconds < 1e6:
+            raise ValueError(f"{TIMING_ENV}={value!r} is not lease=S,max_hold=S,heartbeat=S; "
+                             f"fix: unset {TIMING_ENV} (it is for tests only)")
+        out[_TIMING_KEYS[name.strip()]] = seconds
+    beat = out.get("heartbeat_seconds", HEARTBEAT_SECONDS)
+    if out.get("lease_seconds", 30.0) < 3 * beat:
+        raise ValueError(f"{TIMING_ENV}: the lease must be at least 3 heartbeats; "
+                         f"fix: unset {TIMING_ENV} (it is for tests only)")
+    return out
 
 
 @dataclass
@@ -43,8 +72,13 @@ class Runtime:
     _loop_task: asyncio.Task | None = None
     _budget_dirty: bool = False
     _was_up: bool = False
+    _fail_open_warned: float = -1e9
+    _fleet_dirty: bool = True
+    _fleet_warning: str | None = None
     last_report: list[dict] = field(default_factory=list)  # rows of the last budget snapshot
     last_report_at: float | None = None  # its time.monotonic(); None until the first one
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
+    _sighup_loop: asyncio.AbstractEventLoop | None = None
 
     def ready(self) -> bool:
         """Policy loaded, ledger open and answering: LLM traffic may be admitted."""
@@ -55,6 +89,24 @@ class Runtime:
             and self.ledger_up
         )
 
+    def failing_open(self) -> bool:
+        """The ledger is down and the operator chose fail-open: admit without holds."""
+        settings = self.settings
+        return (
+            settings is not None
+            and settings.ledger_fail_open
+            and self.config_error is None
+            and self.policy is not None
+            and not (self.ledger_open and self.ledger_up)
+        )
+
+    def warn_fail_open(self) -> None:
+        now = time.monotonic()
+        if now - self._fail_open_warned >= 10:
+            self._fail_open_warned = now
+            logger.warning("seatbelt: FAIL-OPEN: the ledger is unreachable; LLM requests pass "
+                           "UNMETERED and UNCAPPED (seatbelt_ledger_fail_open=true)")
+
     def set_ledger_up(self, up: bool, reason: str = "") -> None:
         if up != self.ledger_up:
             if up and self._was_up:
@@ -62,9 +114,14 @@ class Runtime:
             elif up:
                 self._was_up = True
             else:
-                logger.error(f"seatbelt: ledger unavailable ({reason}); refusing LLM requests")
+                then = ("passing LLM requests UNMETERED (fail-open)"
+                        if self.settings is not None and self.settings.ledger_fail_open
+                        else "refusing LLM requests")
+                logger.error(f"seatbelt: ledger unavailable ({reason}); {then}")
         self.ledger_up = up
-        get_metrics().set_ledger_up(up)
+        fail_open = self.settings is not None and self.settings.ledger_fail_open
+        # 1 up; 0 down, failing closed; -1 down and failing OPEN (alert on != 1).
+        get_metrics().ledger_up.set(1 if up else (-1 if fail_open else 0))
 
     # --- ledger lifecycle -------------------------------------------------------------
 
@@ -72,7 +129,12 @@ class Runtime:
         """Switch to the ledger at `url` (no-op when unchanged); it opens in the background."""
         if url == self.ledger_url and self.ledger is not None:
             return
-        self.ledger = open_ledger(url)
+        timing = ledger_timing(os.environ.get(TIMING_ENV))
+        if timing:
+            logger.warning(f"seatbelt: {TIMING_ENV} is set ({timing}): test-only ledger "
+                           "timing, never for production")
+        self.heartbeat_seconds = timing.pop("heartbeat_seconds", HEARTBEAT_SECONDS)
+        self.ledger = open_ledger(url, **timing)
         self.ledger_url = url
         self.ledger_open = False
         self.ledger_up = False
@@ -93,15 +155,73 @@ class Runtime:
             self.ledger_open = True
             self.set_ledger_up(True)
             self.mark_budgets_dirty()
+            self.audit_reclaimed(ledger)  # open() reclaims the holds of dead proxies
+
+    def audit_reclaimed(self, ledger: Ledger) -> None:
+        """One audit line per hold the last heartbeat charged whole as `orphaned`, so the
+        audit and the ledger reconcile after a crash: per flow (or hold), the last line
+        says what was charged (an orphan line: its `reserved`; a later settle of the same
+        flow lowers it to its real usage and writes the usual line)."""
+        held: list[HoldInfo] = list(getattr(ledger, "last_reclaimed", ()) or ())
+        if not held:
+            return
+        by_hold = {m.hold_id: m for m in self.meters.values() if m.hold_id is not None}
+        for info in held:
+            meter = by_hold.get(info.hold_id)
+            subjects = dict(s.split(":", 1) for s in info.subjects if ":" in s)
+            logger.warning(f"seatbelt: hold {info.hold_id} of key {subjects.get('key')} "
+                           f"never finished; charged whole ({info.amount}) as orphaned")
+            self.audit.write(audit_record(
+                flow_id=meter.flow_id if meter else f"hold:{info.hold_id}",
+                account=meter.account if meter else subjects.get("account"),
+                key=meter.key if meter else subjects.get("key"),
+                credential_fp=meter.credential_fp if meter else None,
+                provider=meter.route.provider if meter else None,
+                host=meter.host if meter else None,
+                path=meter.path if meter else None,
+                model=meter.model if meter else None,
+                stream=meter.facts.stream if meter else False,
+                reserved=info.amount,
+                prompt_tokens=None,
+                completion_tokens=None,
+                cached_tokens=None,
+                cache_write_tokens=None,
+                reasoning_tokens=None,
+                usage_source="orphaned",
+                overrun=False,
+                outcome="aborted",
+                status=None,
+                ttft_s=None,
+                duration_s=(round(time.time() - info.created, 6)),
+                edits=list(meter.edits) if meter else [],
+            ))
 
     def ensure_background(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._background())
+            self._loop_task = loop.create_task(self._background())
+        self._install_sighup(loop)
+
+    def _install_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGHUP reopens the audit log (logrotate). Once per loop, so a script reload keeps
+        it; without it, SIGHUP's default action would stop the proxy."""
+        sighup = getattr(signal, "SIGHUP", None)
+        if sighup is None or self._sighup_loop is loop:
+            return
+        try:
+            loop.add_signal_handler(sighup, self.reopen_audit)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return  # not the main thread, or a loop without signal support
+        self._sighup_loop = loop
+
+    def reopen_audit(self) -> None:
+        logger.info(f"seatbelt: SIGHUP: reopening the audit log {self.audit.path or '(off)'}")
+        self.audit.reopen()
 
     async def _background(self) -> None:
         """Heartbeat (lease renewal + orphan reclaim), healing, budget gauges."""
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS / 5)
+            await asyncio.sleep(self.heartbeat_seconds / 5)
             ticks = getattr(self, "_ticks", 0) + 1
             self._ticks = ticks
             try:
@@ -110,14 +230,35 @@ class Runtime:
                 elif self.ledger is not None and ticks % 5 == 0:
                     await self.ledger.heartbeat()
                     self.set_ledger_up(True)
+                    self.audit_reclaimed(self.ledger)
                     self._budget_dirty = True
                 if self._budget_dirty:
                     self._budget_dirty = False
                     await self.refresh_budgets()
+                if self.ledger_open and (self._fleet_dirty or ticks % 60 == 0):
+                    self._fleet_dirty = False
+                    await self.check_fleet()
             except LedgerUnavailable as e:
                 self.set_ledger_up(False, str(e))
             except Exception:  # the loop must survive anything
                 logger.exception("seatbelt: background task error")
+
+    async def check_fleet(self) -> None:
+        """Proxies sharing a ledger must run the same policy: say so loudly when not."""
+        check = getattr(self.ledger, "check_policy_digest", None)
+        if check is None or self.policy is None:
+            return
+        warning = await check(self.policy.digest)
+        if warning != self._fleet_warning:
+            if warning:
+                logger.warning(f"seatbelt: {warning}")
+            elif self._fleet_warning:
+                logger.info("seatbelt: every live proxy on this ledger runs the same policy again")
+            self._fleet_warning = warning
+
+    def mark_policy_changed(self) -> None:
+        self._fleet_dirty = True
+        self._budget_dirty = True
 
     def mark_budgets_dirty(self) -> None:
         self._budget_dirty = True

@@ -62,11 +62,14 @@ class Seatbelt:
             return
         for warning in policy.warnings:
             logger.warning(f"seatbelt: {warning}")
+        if settings.ledger_fail_open:
+            logger.warning("seatbelt: FAIL-OPEN is on (seatbelt_ledger_fail_open=true): while "
+                           "the ledger is unreachable, LLM requests pass UNMETERED and UNCAPPED")
         RUNTIME.settings = settings
         RUNTIME.policy = policy
         RUNTIME.config_error = None
         RUNTIME.ensure_background()
-        RUNTIME.mark_budgets_dirty()
+        RUNTIME.mark_policy_changed()
         logger.info(
             f"seatbelt: policy {settings.policy_path} ({len(policy.keys)} keys), "
             f"ledger {redact(settings.ledger_url)}, "
@@ -89,13 +92,13 @@ class Seatbelt:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A streamed request body would reach the upstream before we could refuse it.
-        if flow.request.stream and gate.llm_route(flow) is not None:
+        if flow.request.stream and gate.llm_route(flow, RUNTIME.policy) is not None:
             flow.request.stream = False
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        route = gate.llm_route(flow)
+        route = gate.llm_route(flow, RUNTIME.policy)
         if route is not None:
             await gate.admit(RUNTIME, flow, route)
 
@@ -119,6 +122,7 @@ class Seatbelt:
     async def response(self, flow: http.HTTPFlow) -> None:
         meter = RUNTIME.meters.get(flow.id)
         if meter is not None:
+            gate.hint_rejected_stream_options(flow, meter.injected_usage)
             await settlement.finish(RUNTIME, meter, flow, completed=True)
         self._redact(flow)
 
@@ -141,7 +145,8 @@ class Seatbelt:
         if not ctx.master.should_exit.is_set():
             return None
         return RUNTIME.shutdown(
-            lambda meter: settlement.finish(RUNTIME, meter, None, completed=False)
+            # With its flow: a request already sent upstream is charged, never released.
+            lambda meter: settlement.finish(RUNTIME, meter, meter.flow, completed=False)
         )
 
 
@@ -152,7 +157,7 @@ def _prepare() -> tuple[Settings, Policy]:
         raise unknown_option_error(unknown)
     settings = read_settings(ctx.options)
     try:
-        policy = load_policy(settings.policy_path)
+        policy = load_policy(settings.policy_path, hashes_only=settings.hashes_only)
     except PolicyError as e:
         raise SettingsError(f"seatbelt_policy: {e}") from None
     try:

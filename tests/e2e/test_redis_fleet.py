@@ -189,3 +189,46 @@ def test_redis_outage_fails_closed_and_heals(
         wait_for(f"proxy {i} to serve again", served, timeout=30)
     rows = report(fleet[0])
     assert rows[OUTAGE.id]["reserved"] == 0 and rows[OUTAGE.id]["spent"] > 0
+
+
+def test_a_proxy_with_another_policy_is_announced(
+    tmp_path: Path, fleet: list[RedisProxy], standin: StandIn, redis_server: RedisServer
+) -> None:
+    """Fleet safety: caps only hold when every proxy on the ledger runs the same policy."""
+    other = RedisProxy(tmp_path, policy_text([Key("fleet-fanout", cap=999_999)]),
+                       redis_server.url(), upstream=standin.url)
+    other.start()
+    try:
+        wait_for("the digest warning", lambda: "policy differs between proxies" in other.log(),
+                 timeout=20)
+        line = next(ln for ln in other.log().splitlines() if "policy differs" in ln)
+        assert "1 other live proxy" in line or "2 other live proxy" in line
+        assert ":6379" not in line or "@" not in line  # never a password
+    finally:
+        other.stop()
+
+
+def test_fail_open_is_explicit_loud_and_unmetered(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Only by an explicit option: Redis down -> requests pass, flagged everywhere."""
+    server = RedisServer().start()
+    proxy = RedisProxy(tmp_path, policy_text([OUTAGE]), server.url(), upstream=standin.url,
+                       options={"seatbelt_ledger_fail_open": "true"})
+    proxy.start()
+    t = tag()
+    try:
+        assert "FAIL-OPEN is on" in proxy.log()
+        server.kill()
+        resp = openai_client(proxy, OUTAGE).chat.completions.create(
+            **chat(f"{t} while down", max_tokens=5))
+        assert resp.choices
+        assert len(standin.received(t)) == 1
+        (line,) = wait_for("the audit line", lambda: [
+            a for a in proxy.audit_for(OUTAGE.id) if "fail_open" in a["edits"]] or None)
+        assert line["reserved"] == 0 and line["outcome"] == "served"
+        assert ledger_up(proxy) == -1
+        assert "UNMETERED" in proxy.log()
+    finally:
+        proxy.stop()
+        server.stop()
