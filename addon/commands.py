@@ -78,7 +78,7 @@ class SeatbeltCommands:
             raise exceptions.CommandError("seatbelt is not configured; nothing to reload")
         path = rt.settings.policy_path
         try:
-            policy = load_policy(path)
+            policy = load_policy(path, hashes_only=rt.settings.hashes_only)
         except (PolicyError, ValueError, OSError) as e:
             message = (
                 f"seatbelt.reload refused: {' '.join(str(e).split())}; the running policy "

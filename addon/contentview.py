@@ -7,7 +7,8 @@ is pure (`summarize`, `render`); the view classes only adapt it to mitmproxy 11'
 `contentviews.View` or mitmproxy 12's `Contentview`, whichever is installed.
 
 It also builds the body put back on a streamed flow (`shown_body`): mitmproxy keeps no
-streamed body, the scanner keeps a bounded copy, and a marker says where that copy was cut."""
+streamed body, the scanner keeps a bounded copy, and a marker says where that copy was cut.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from addon.decoding import StreamDecoder, encode_body
 
 VIEW_NAME = "LLM"
 PRIORITY = 3  # above JSON (1) and Raw (0.1): auto-selected for LLM response bodies
+ERROR_ONLY = "API error"  # a body that is only an error object: LLM-ish, but not only LLM
+MAX_BODY = 16 << 20  # larger bodies are left to mitmproxy's own views (kept copies: 1 MiB)
 CUT_MARKER = b"\n\n[seatbelt: body cut here"
 _ANTHROPIC_EVENTS = {
     "message_start", "content_block_start", "content_block_delta", "content_block_stop",
@@ -84,7 +87,7 @@ class Choice:
     index: int
     parts: list[Part] = field(default_factory=list)
     finish: str | None = None
-    _tools: dict[Any, Part] = field(default_factory=dict)
+    _tools: dict[str, Part] = field(default_factory=dict)
 
     def add(self, kind: str, text: Any) -> None:
         if not isinstance(text, str) or not text:
@@ -95,6 +98,7 @@ class Choice:
             self.parts.append(Part(kind, text))
 
     def tool(self, key: Any, name: Any = None, call_id: Any = None) -> Part:
+        key = repr(key)  # ids and indexes come from the wire: maybe lists, never trusted
         part = self._tools.get(key)
         if part is None:
             part = self._tools[key] = Part("tool")
@@ -219,8 +223,8 @@ class _Assembler:
 
     def __init__(self, summary: Summary) -> None:
         self.s = summary
-        self.blocks: dict[Any, Part] = {}  # anthropic content block index -> part
-        self.items: dict[Any, Part] = {}  # responses API item id -> tool part
+        self.blocks: dict[str, Part] = {}  # repr(anthropic content block index) -> part
+        self.items: dict[str, Part] = {}  # repr(responses API item id) -> tool part
 
     def api(self, name: str) -> None:
         """The first specific name wins; the generic "openai" (a usage-only or empty-choices
@@ -240,25 +244,29 @@ class _Assembler:
                 self.s.usage = dict(value)
 
     def error(self, err: Any) -> None:
+        """One line per distinct error: a Responses stream reports one twice (error event,
+        then response.failed)."""
         if isinstance(err, dict):
-            kind = err.get("type") or err.get("status") or err.get("code") or "error"
-            self.s.errors.append(f"{kind}: {err.get('message', '')}".strip())
-        elif err:
-            self.s.errors.append(str(err))
+            kind = err.get("code") or err.get("type") or err.get("status") or "error"
+            text = f"{kind}: {err.get('message', '')}".strip()
+        else:
+            text = str(err)
+        if err and text not in self.s.errors:
+            self.s.errors.append(text)
 
     def feed(self, obj: Any) -> None:
         if not isinstance(obj, dict):
             return
-        kind = obj.get("type")
-        if isinstance(kind, str) and kind.startswith("response."):
+        kind = obj.get("type") if isinstance(obj.get("type"), str) else None
+        if kind is not None and kind.startswith("response."):
             self.responses_event(kind, obj)
         elif kind in _ANTHROPIC_EVENTS:
             self.anthropic_event(kind, obj)
         elif kind == "message" and isinstance(obj.get("content"), list):
             self.anthropic_message(obj)
-        elif kind == "error":
-            self.api("error")
-            self.error(obj.get("error") or obj.get("message") or obj)
+        elif kind == "error":  # Anthropic {"error": {...}}; Responses {"code", "message"}
+            self.api(ERROR_ONLY)
+            self.error(obj["error"] if isinstance(obj.get("error"), dict) else obj)
         elif obj.get("object") == "response" and isinstance(obj.get("output"), list):
             self.responses_object(obj)
         elif isinstance(obj.get("choices"), list):
@@ -270,7 +278,7 @@ class _Assembler:
         elif obj.get("object") == "list" and isinstance(obj.get("data"), list):
             self.embeddings(obj)
         elif "error" in obj:
-            self.api("error")
+            self.api(ERROR_ONLY)
             self.error(obj["error"])
         else:
             return
@@ -329,7 +337,7 @@ class _Assembler:
         elif kind == "content_block_start" and isinstance(obj.get("content_block"), dict):
             block = obj["content_block"]
             if block.get("type") in ("tool_use", "server_tool_use"):
-                self.blocks[obj.get("index")] = choice.tool(
+                self.blocks[repr(obj.get("index"))] = choice.tool(
                     ("block", obj.get("index")), block.get("name"), block.get("id")
                 )
             else:
@@ -337,7 +345,8 @@ class _Assembler:
         elif kind == "content_block_delta" and isinstance(obj.get("delta"), dict):
             delta = obj["delta"]
             if delta.get("type") == "input_json_delta":
-                part = self.blocks.get(obj.get("index")) or choice.tool(("block", obj.get("index")))
+                index = obj.get("index")
+                part = self.blocks.get(repr(index)) or choice.tool(("block", index))
                 part.content += delta.get("partial_json") or ""
             elif delta.get("type") == "thinking_delta":
                 choice.add("reasoning", delta.get("thinking"))
@@ -379,11 +388,12 @@ class _Assembler:
         elif kind == "response.output_item.added" and isinstance(obj.get("item"), dict):
             item = obj["item"]
             if item.get("type") == "function_call":
-                self.items[item.get("id")] = choice.tool(
+                self.items[repr(item.get("id"))] = choice.tool(
                     ("item", item.get("id")), item.get("name"), item.get("call_id")
                 )
         elif kind == "response.function_call_arguments.delta":
-            part = self.items.get(obj.get("item_id")) or choice.tool(("item", obj.get("item_id")))
+            item_id = obj.get("item_id")
+            part = self.items.get(repr(item_id)) or choice.tool(("item", item_id))
             part.content += obj.get("delta") or ""
         elif isinstance(obj.get("response"), dict):
             resp = obj["response"]
@@ -485,6 +495,8 @@ def summarize(body: bytes, content_type: str = "") -> Summary | None:
     """The assembled response, or None when the body is not an LLM response."""
     data, cut = _split_cut(body)
     framing = _framing(data, content_type or "")
+    if len(data) > MAX_BODY or (framing != "sse" and data.lstrip()[:1] not in (b"{", b"[")):
+        return None  # cheap refusal: images, HTML, text are never parsed
     summary = Summary(api="", framing=framing, cut=cut)
     if framing == "sse":
         frames = _sse_frames(data, summary, cut is not None)
@@ -575,11 +587,15 @@ def seatbelt_note(flow: Any) -> str | None:
     return comment if isinstance(comment, str) and comment.startswith("seatbelt:") else None
 
 
-def priority(data: bytes, content_type: str | None, message: Any) -> float:
-    """Auto-select for LLM responses only; never for requests or other bodies."""
+def priority(data: bytes, content_type: str | None, message: Any, flow: Any = None) -> float:
+    """Auto-select for LLM responses only; never for requests or other bodies. A body that
+    is just `{"error": ...}` is claimed only on a flow seatbelt metered or refused."""
     if not data or isinstance(message, http.Request):
         return -1
-    return PRIORITY if summarize(bytes(data), content_type or "") is not None else -1
+    s = summarize(bytes(data), content_type or "")
+    if s is None or (s.api == ERROR_ONLY and seatbelt_note(flow) is None):
+        return -1
+    return PRIORITY
 
 
 def _not_llm() -> ValueError:
@@ -601,7 +617,7 @@ if hasattr(contentviews, "Contentview"):  # mitmproxy >= 12
             return render(s, seatbelt_note(metadata.flow))
 
         def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
-            return priority(data, metadata.content_type, metadata.http_message)
+            return priority(data, metadata.content_type, metadata.http_message, metadata.flow)
 
     VIEW: Any = LLMContentview()
 
@@ -624,8 +640,9 @@ else:  # mitmproxy 11
             return headline(s), iter([[line] for line in lines[1:]])
 
         def render_priority(self, data: bytes, *, content_type: str | None = None,
-                            http_message: Any = None, **metadata: Any) -> float:
-            return priority(data, content_type, http_message)
+                            http_message: Any = None, flow: Any = None,
+                            **metadata: Any) -> float:
+            return priority(data, content_type, http_message, flow)
 
     VIEW = ViewLLM()
 
