@@ -167,7 +167,10 @@ case "$cmd" in
         shift
         ensure_main
         mkdir -p state
-        exec "$venv/bin/mitmweb" -s addon/seatbelt.py "$@"
+        # Show the Comment column, where seatbelt writes who spent what on every flow.
+        columns=()
+        for c in icon method status time comment path; do columns+=(--set "web_columns=$c"); done
+        exec "$venv/bin/mitmweb" -s addon/seatbelt.py "${columns[@]}" "$@"
         ;;
     report)
         shift

@@ -255,7 +255,8 @@ def main() -> int:
     print("raw credentials in the saved flows, audit log and proxy log: "
           + (", ".join(leaked) if leaked else "none"))
     print("\nOpen the same flows in mitmweb:")
-    print(f"  {_binary('mitmweb')} --rfile {STATE / 'flows.mitm'}")
+    print(f"  ./run.sh web --rfile {STATE.relative_to(REPO) / 'flows.mitm'}"
+          "   (the LLM view, comments and refusal marks come with the addon)")
     print("Or run it live: python -m tests.standin --port 8000, then")
     print("  ./run.sh web --mode reverse:http://127.0.0.1:8000 -p 8080")
     print("  (policies/default.yaml's demo key: base_url http://127.0.0.1:8080/v1, "
