@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from addon import estimate
 from addon.apis.base import ApiFamily, RequestFacts, Route, Usage
@@ -40,6 +40,7 @@ class Meter:
     injected_usage: bool = False
     dispatched_at: float = field(default_factory=time.monotonic)
     scanner: Scanner | None = None
+    flow: Any = field(default=None, repr=False)  # the HTTPFlow: shutdown settles with it
     _finished: bool = False
 
     def claim(self) -> bool:

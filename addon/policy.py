@@ -10,6 +10,17 @@ Defaults: `require_auth: true`, `fallback_max_output: 4096`, `unmetered_endpoint
 a key's `account` is `default` (which must then be declared when `accounts:` is non-empty),
 a cap's `window` is `balance`. A missing or null `cap` means metered, not capped.
 
+`routes:` (optional) adjusts routing for custom deployments, per host and/or path; for
+each setting the first rule that matches and names it wins:
+
+    routes:
+      - host: old-azure.openai.azure.com   # exact host, or *.example.com for subdomains
+        stream_options: false             # never add stream_options.include_usage here
+      - path: /llm/invoke                  # glob on the path (no query); * matches anything
+        api: openai-chat                  # route it as that API (see apis.API_PATHS)
+      - host: intranet.example.com
+        api: none                         # not an LLM route here: passes untouched
+
 `python -m addon.policy check FILE` and `python -m addon.policy hash` (credential on stdin)
 back `./run.sh check` and `./run.sh hash`.
 """
@@ -17,6 +28,7 @@ back `./run.sh check` and `./run.sh hash`.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import json
 import re
@@ -28,6 +40,8 @@ from typing import Any, Literal
 
 import yaml
 
+from addon.apis import API_PATHS, NOT_AN_API
+from addon.apis.openai import norm_path
 from addon.ledger.base import Cap, Window
 
 ANONYMOUS = "anonymous"  # account/key label of an unknown credential when require_auth is off
@@ -44,10 +58,14 @@ _TOP_FIELDS = (
     "models",
     "accounts",
     "keys",
+    "routes",
 )
 _KEY_FIELDS = ("id", "account", "credential_sha256", "credential", "cap", "window")
 _ACCOUNT_FIELDS = ("cap", "window")
 _MODEL_FIELDS = ("max_output",)
+_ROUTE_FIELDS = ("host", "path", "api", "stream_options")
+_ROUTE_SETTINGS = ("api", "stream_options")
+_HOST = re.compile(r"^(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?$|^\[[0-9a-f:.]+\]$")
 _WINDOW_NAMES = ("balance", "daily", "monthly")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PLAIN_WORD = re.compile(r"^[a-z_]{1,30}$")  # safe to echo: no credential looks like this
@@ -95,6 +113,35 @@ class Key:
 
 
 @dataclass(frozen=True)
+class RouteRule:
+    """One `routes:` entry: where it applies, and what it changes there (None = nothing)."""
+
+    host: str | None  # lowercase; "*.example.com" matches its subdomains
+    path: str | None  # lowercase glob on the normalised path
+    api: str | None  # a name of apis.API_PATHS, or "none"
+    stream_options: bool | None
+    line: int
+
+    def matches(self, host: str, path: str) -> bool:
+        if self.host is not None:
+            h = host.lower().rstrip(".")
+            if self.host.startswith("*."):
+                if not h.endswith(self.host[1:]):
+                    return False
+            elif h != self.host:
+                return False
+        return self.path is None or fnmatch.fnmatchcase(norm_path(path), self.path)
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """What the `routes:` rules say about one request."""
+
+    api: str | None = None
+    stream_options: bool | None = None  # False: never request usage with stream_options
+
+
+@dataclass(frozen=True)
 class Policy:
     """A loaded policy. Immutable; a reload builds a new one."""
 
@@ -108,6 +155,7 @@ class Policy:
     unmetered_endpoints: Literal["refuse", "allow"]
     digest: str
     warnings: tuple[str, ...] = ()
+    routes: tuple[RouteRule, ...] = ()
     _by_fp: Mapping[str, Key] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +177,22 @@ class Policy:
         """A metrics label clients cannot choose: a model the policy names, else "other"."""
         return model if model is not None and model in self.models else OTHER
 
+    def route_settings(self, host: str, path: str) -> RouteSettings:
+        """Per setting, the first matching `routes:` rule that names it."""
+        if not self.routes:
+            return RouteSettings()
+        found: dict[str, Any] = {}
+        for rule in self.routes:
+            if len(found) == len(_ROUTE_SETTINGS):
+                break
+            if not rule.matches(host, path):
+                continue
+            for name in _ROUTE_SETTINGS:
+                value = getattr(rule, name)
+                if value is not None:
+                    found.setdefault(name, value)
+        return RouteSettings(**found)
+
     def model_max_output(self, model: str | None) -> int | None:
         info = self.models.get(model) if model is not None else None
         return info.max_output if info else None
@@ -139,8 +203,11 @@ def fingerprint(credential: str) -> str:
     return hashlib.sha256(credential.strip().encode("utf-8")).hexdigest()
 
 
-def load_policy(path: str) -> Policy:
-    """Read, parse and validate a policy file; raise PolicyError (one line) on any problem."""
+def load_policy(path: str, *, hashes_only: bool = False) -> Policy:
+    """Read, parse and validate a policy file; raise PolicyError (one line) on any problem.
+
+    hashes_only (option seatbelt_hashes_only): a plain `credential:` is an error, not a
+    warning."""
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")
@@ -150,7 +217,9 @@ def load_policy(path: str) -> Policy:
             path, None, "file", f"cannot read the policy ({reason})",
             "point seatbelt_policy at a readable UTF-8 YAML file",
         ) from None
-    return _Loader(path).load(text)
+    loader = _Loader(path)
+    loader.hashes_only = hashes_only
+    return loader.load(text)
 
 
 # -- internals -------------------------------------------------------------------------------
@@ -186,6 +255,7 @@ class _Loader:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.hashes_only = False  # load_policy(hashes_only=True): plain credentials refused
         self.warnings: list[str] = []
         self._constructor = yaml.SafeLoader("")  # turns one scalar node into its value
 
@@ -354,6 +424,7 @@ class _Loader:
         models = self.models(top["models"][1]) if "models" in top else {}
         declared = self.accounts(top["accounts"][1]) if "accounts" in top else {}
         keys = self.keys(top["keys"][1], declared) if "keys" in top else ()
+        routes = self.routes(top["routes"][1]) if "routes" in top else ()
 
         accounts = dict(declared)
         for key in keys:  # with no `accounts:` section, keys name accounts freely (uncapped)
@@ -372,6 +443,7 @@ class _Loader:
                          sorted(accounts.values(), key=lambda a: a.id)},
             "keys": [[k.id, k.account, sorted(k.fingerprints), k.cap, k.window.label()]
                      for k in keys],
+            "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
         digest = hashlib.sha256(
             json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
@@ -387,6 +459,7 @@ class _Loader:
             unmetered_endpoints=unmetered,
             digest=digest,
             warnings=tuple(self.warnings),
+            routes=routes,
         )
 
     def models(self, node: yaml.Node) -> dict[str, ModelInfo]:
@@ -401,6 +474,66 @@ class _Loader:
                                           minimum=1, what="a positive integer")
             out[name] = ModelInfo(max_output)
         return out
+
+    def routes(self, node: yaml.Node) -> tuple[RouteRule, ...]:
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, "routes", f"expected a list, got {_describe(node)}",
+                            "write each rule as a list item, e.g. `- host: NAME`")
+        return tuple(self.route_rule(item, f"routes[{i}]") for i, item in enumerate(node.value))
+
+    def route_rule(self, item: yaml.Node, where: str) -> RouteRule:
+        fields = self.mapping(item, where, _ROUTE_FIELDS)
+        values: dict[str, Any] = {}
+        for name, (_, value_node) in fields.items():
+            values[name] = (value_node, self.scalar(value_node, f"{where}.{name}"))
+        host = path = api = stream_options = None
+        if "host" in values:
+            node, value = values["host"]
+            if not isinstance(value, str) or not _HOST.match(value.strip().lower()):
+                raise self.fail(node, f"{where}.host", "must be a host name (no scheme, port "
+                                "or path)", "write e.g. `api.example.com` or `*.example.com`")
+            host = value.strip().lower().rstrip(".")
+        if "path" in values:
+            node, value = values["path"]
+            if not isinstance(value, str) or not value.strip().startswith(("/", "*")):
+                raise self.fail(node, f"{where}.path", "must be a path starting with / or *",
+                                "write e.g. `/llm/invoke` or `/openai/deployments/*`")
+            # Matched against the normalised path: lowercase, no trailing slash.
+            path = value.strip().lower()
+            if not path.endswith("*"):
+                path = path.rstrip("/") or "/"
+        if "api" in values:
+            node, value = values["api"]
+            names = (*API_PATHS, NOT_AN_API)
+            if value not in names:
+                shown = f"`{value}`" if isinstance(value, str) and _PLAIN_WORD.match(
+                    value.replace("-", "_")) else f"({_describe(node)})"
+                close = difflib.get_close_matches(str(value), names, n=1)
+                hint = f"did you mean `{close[0]}`? " if close else ""
+                raise self.fail(node, f"{where}.api", f"unknown api {shown}",
+                                f"{hint}write one of: {', '.join(names)}")
+            api = value
+        if "stream_options" in values:
+            node, value = values["stream_options"]
+            if not isinstance(value, bool):
+                raise self.fail(node, f"{where}.stream_options", f"must be true or false, got "
+                                f"{_describe(node)}", "write `stream_options: false` to never "
+                                "add stream_options on these routes")
+            stream_options = value
+        if host is None and path is None:
+            raise self.fail(item, where, "the rule names neither host nor path",
+                            "add `host:` and/or `path:` to say where it applies")
+        if api is None and stream_options is None:
+            raise self.fail(item, where, "the rule changes nothing",
+                            "add `api:` and/or `stream_options:`")
+        if api == NOT_AN_API:
+            self.warnings.append(
+                f"{self.path}:{_line(item)}: {where}: `api: none` lets matching requests pass "
+                "unmetered; make sure no LLM traffic matches it"
+            )
+        return RouteRule(host, path, api, stream_options, _line(item))
 
     def accounts(self, node: yaml.Node) -> dict[str, Account]:
         out: dict[str, Account] = {}
@@ -482,6 +615,10 @@ class _Loader:
                     if not isinstance(value, str) or not value.strip():
                         raise self.fail(value_node, at, "must be a non-empty string",
                                         "quote the credential, or better use credential_sha256")
+                    if self.hashes_only:
+                        raise self.fail(value_node, at, "plain credential while "
+                                        "seatbelt_hashes_only is on", "replace it with "
+                                        "credential_sha256 (./run.sh hash prints it)")
                     out.append((fingerprint(value), value_node, form))
                     self.warnings.append(
                         f"{self.path}:{_line(value_node)}: {at}: plain credential in the policy "

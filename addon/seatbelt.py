@@ -23,7 +23,8 @@ if _ROOT not in sys.path:
 
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
-from addon import gate, settlement  # noqa: E402
+from addon import gate, refusals, settlement  # noqa: E402
+from addon.apis import FAMILIES  # noqa: E402
 from addon.commands import SeatbeltCommands  # noqa: E402
 from addon.contentview import LLMView  # noqa: E402
 from addon.ledger import redact  # noqa: E402
@@ -98,9 +99,22 @@ class Seatbelt:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        route = gate.llm_route(flow, RUNTIME.policy)
-        if route is not None:
-            await gate.admit(RUNTIME, flow, route)
+        route = None
+        try:
+            route = gate.llm_route(flow, RUNTIME.policy)
+            if route is not None:
+                await gate.admit(RUNTIME, flow, route)
+        except Exception as e:
+            # mitmproxy would log the exception and forward the request unmetered: refuse.
+            # Only the exception's type and place are logged: its text may quote a secret.
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+            logger.error(f"seatbelt: internal error ({type(e).__name__} at {where}) while "
+                         f"admitting a request to {flow.request.pretty_host}; refused (503)")
+            family = route.family if route is not None else FAMILIES[-1]
+            flow.response = refusals.to_response(family, refusals.internal_error())
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         meter = RUNTIME.meters.get(flow.id)

@@ -454,3 +454,77 @@ def test_main_hash_reads_stdin(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("  \n"))
     assert main(["hash"]) == 1
     assert main(["bogus"]) == 2
+
+
+# -- routes: host/path routing overrides and the stream_options opt-out -------------------
+
+ROUTES = MINIMAL + """
+routes:
+  - host: old-azure.openai.azure.com
+    stream_options: false
+  - host: "*.internal.example"
+    path: /llm/*
+    api: openai-chat
+  - path: /gen
+    api: ollama-generate
+    stream_options: true
+  - host: intranet.example.com
+    api: none
+  - path: /llm/*
+    api: anthropic-messages
+"""
+
+
+def test_routes_load_and_match_first_rule_per_setting(tmp_path, write_policy):
+    policy = load_text(tmp_path, write_policy, ROUTES)
+    assert [r.line for r in policy.routes] == [7, 9, 12, 15, 17]
+    rs = policy.route_settings
+    assert rs("old-azure.openai.azure.com", "/openai/deployments/d/chat/completions") == \
+        dataclasses.replace(rs("x", "/"), stream_options=False)
+    assert rs("OLD-AZURE.openai.azure.com.", "/x").stream_options is False
+    assert rs("a.internal.example", "/LLM/invoke").api == "openai-chat"
+    assert rs("internal.example", "/llm/invoke").api == "anthropic-messages"  # not a subdomain
+    assert rs("h", "/gen/").api == "ollama-generate"
+    assert rs("h", "/gen").stream_options is True
+    assert rs("h", "/generate").api is None
+    assert rs("intranet.example.com", "/v1/chat/completions").api == "none"
+    assert rs("other.example.com", "/v1/chat/completions") == rs("x", "/")
+    assert any("api: none" in w for w in policy.warnings)
+    assert policy.digest != load_text(tmp_path, write_policy, MINIMAL).digest
+
+
+def test_route_override_applies_to_routing(tmp_path, write_policy):
+    from addon.apis import route_request
+
+    policy = load_text(tmp_path, write_policy, ROUTES)
+    api = policy.route_settings("a.internal.example", "/llm/invoke").api
+    r = route_request("POST", "/llm/invoke", {}, api=api)
+    assert (r.family.name, r.endpoint, r.kind) == ("openai", "chat", "metered")
+    r = route_request("POST", "/gen", {}, api="ollama-generate")
+    assert (r.family.name, r.endpoint) == ("ollama", "generate")
+    r = route_request("POST", "/x", {}, api="gemini-stream")
+    assert (r.family.name, r.endpoint, r.model_from_path) == ("gemini", "stream", None)
+    assert route_request("POST", "/v1/chat/completions", {}, api="none") is None
+
+
+@pytest.mark.parametrize(
+    "rule,line,field,problem",
+    [
+        ("  - host: a.example\n    api: opanai-chat\n", 7, "routes[0].api",
+         "unknown api `opanai-chat`"),
+        ("  - host: a.example\n    stream_options: no-thanks\n", 7,
+         "routes[0].stream_options", "must be true or false"),
+        ("  - host: https://a.example/\n    api: none\n", 6, "routes[0].host",
+         "must be a host name"),
+        ("  - host: a.example:8080\n    api: none\n", 6, "routes[0].host", "must be a host name"),
+        ("  - path: llm/invoke\n    api: none\n", 6, "routes[0].path", "must be a path"),
+        ("  - api: openai-chat\n", 6, "routes[0]", "neither host nor path"),
+        ("  - host: a.example\n", 6, "routes[0]", "changes nothing"),
+        ("  - host: a.example\n    stream_option: false\n", 7, "routes[0]",
+         "unknown field `stream_option`"),
+        ("  host: a.example\n", 6, "routes", "expected a list"),
+    ],
+)
+def test_route_errors_name_the_line(tmp_path, write_policy, rule, line, field, problem):
+    err = load_error(tmp_path, write_policy, MINIMAL + "routes:\n" + rule)
+    assert_error(err, line, field, problem)

@@ -42,6 +42,8 @@ _FREE_POST = re.compile(r"^(?:input_tokens|[^/]+/cancel)$")
 
 class Responses(OpenAI):
     name = "responses"
+    # The stream's `error` event has no "error" key: its type marks it.
+    usage_markers = (b'"usage"', b'"type":"error"', b'"type": "error"')
     output_text = DELTA_TEXT
     document_text = DOCUMENT_TEXT
 

@@ -34,6 +34,10 @@ def _request(fixture: Any, marker: str) -> dict[str, Any]:
         last["content"] = str(last["content"]) + switch
     elif "prompt" in body:
         body["prompt"] += switch
+    elif "contents" in body:  # Gemini
+        body["contents"][-1]["parts"][-1]["text"] += switch
+    elif isinstance(body["input"], list):  # Responses input items
+        body["input"][-1]["content"] += switch
     else:
         body["input"] += switch
     return body
@@ -44,6 +48,8 @@ def _headers(fixture: Any) -> dict[str, str]:
         return {"x-api-key": WIRE.credential, "anthropic-version": "2023-06-01"}
     if fixture.path.startswith("/openai/deployments/"):
         return {"api-key": WIRE.credential}
+    if fixture.family == "gemini":
+        return {"x-goog-api-key": WIRE.credential}
     return {"authorization": f"Bearer {WIRE.credential}"}
 
 

@@ -15,6 +15,17 @@ Endpoints (any path prefix is accepted, so Azure-style paths work too):
                                content_block_*, ping, message_delta (cumulative output),
                                message_stop, with the real capture's padding whitespace
   POST .../messages/count_tokens  Anthropic token count
+  POST .../responses           OpenAI Responses: buffered Response, or SSE `event:` frames
+                               ending with response.completed (response.incomplete when
+                               max_output_tokens cut it), usage inside the terminal event
+  POST .../models/M:generateContent         Gemini, buffered
+  POST .../models/M:streamGenerateContent   Gemini stream: SSE with `?alt=sse` (CRLF frames),
+                               else one JSON array sent element by element; cumulative
+                               usageMetadata on every chunk
+  POST .../api/chat, .../api/generate       Ollama native: NDJSON unless "stream": false;
+                               counts on the final done:true object; .../api/embed
+  Azure (`/openai/deployments/D/...`): streams start with the prompt_filter_results chunk;
+  an `api-version` before 2024-09 answers 400 to `stream_options`, as old Azure versions do
   GET  /plain                  not an LLM route: `hello` as text/plain
   anything else                404 in OpenAI's error shape
 
@@ -40,6 +51,7 @@ Switches: words anywhere in the request body (message text, prompt, input, model
   #cache-read:N / #cache-write:N   cache tokens (Anthropic: additive; OpenAI: cached subset)
   #reasoning:N      OpenAI reasoning tokens (subset of completion)
   #delta-usage      Anthropic: message_start reports zeros; message_delta carries all counts
+  #no-prompt-count  Ollama: the done object leaves out prompt_eval_count (a cached prompt)
   #multi-delta      Anthropic: an extra cumulative message_delta half-way through
   #hang             send the headers and first frame, then wait until the client leaves
   #linger:MS        wait MS milliseconds after the last frame before ending the body (SDKs
@@ -134,7 +146,7 @@ def _texts(value: Any) -> Iterator[str]:
         for item in value:
             yield from _texts(item)
     elif isinstance(value, dict):
-        for k in ("content", "text", "input", "prompt"):
+        for k in ("content", "text", "input", "prompt", "parts"):
             if k in value:
                 yield from _texts(value[k])
 
@@ -144,7 +156,8 @@ def request_text(body: Any) -> str:
     if not isinstance(body, dict):
         return ""
     parts: list[str] = []
-    for k in ("system", "messages", "prompt", "input", "contents"):
+    for k in ("system", "messages", "prompt", "input", "contents", "instructions",
+              "systemInstruction"):
         if k in body:
             parts.extend(_texts(body[k]))
     return "".join(parts)
@@ -167,6 +180,14 @@ def _sw_int(sw: dict[str, str], name: str, default: int = 0) -> int:
 
 
 def _limit(kind: str, body: dict[str, Any]) -> int | None:
+    if kind == "responses":
+        return _int(body.get("max_output_tokens"))
+    if kind.startswith("gemini"):
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        return _int(config.get("maxOutputTokens", config.get("max_output_tokens")))
+    if kind.startswith("ollama"):
+        n = _int((body.get("options") or {}).get("num_predict"))
+        return n if n is not None and n > 0 else None
     if kind == "chat":
         for k in ("max_completion_tokens", "max_tokens"):
             if _int(body.get(k)) is not None:
@@ -182,6 +203,10 @@ def _multiplier(kind: str, body: dict[str, Any]) -> tuple[int, int]:
         return n, max(n, _int(body.get("best_of")) or 1)
     if kind == "chat":
         return n, n
+    if kind.startswith("gemini"):
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        c = _int(config.get("candidateCount", config.get("candidate_count"))) or 1
+        return c, c
     return 1, 1
 
 
@@ -211,7 +236,8 @@ def _now() -> int:
 
 
 def openai_error(status: int, message: str) -> dict[str, Any]:
-    kind = {401: "invalid_request_error", 429: "tokens"}.get(status, "server_error")
+    kind = {400: "invalid_request_error", 401: "invalid_request_error", 429: "tokens"}.get(
+        status, "server_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
@@ -250,6 +276,7 @@ class Plan:
     cached: int = 0
     cache_write: int = 0
     reasoning: int = 0
+    streamed: bool | None = None  # set where the path, not `stream`, decides (Gemini, Ollama)
 
     @property
     def completion(self) -> int:
@@ -257,6 +284,8 @@ class Plan:
 
     @property
     def stream(self) -> bool:
+        if self.streamed is not None:
+            return self.streamed
         return bool(self.body.get("stream"))
 
     def truth(self) -> dict[str, int]:
@@ -273,7 +302,7 @@ class Plan:
 
 def make_plan(kind: str, body: dict[str, Any], sw: dict[str, str]) -> Plan:
     choices, billed = _multiplier(kind, body)
-    per = 0 if kind == "embeddings" else per_choice_length(kind, body, sw)
+    per = 0 if kind in ("embeddings", "ollama-embed") else per_choice_length(kind, body, sw)
     prompt = prompt_tokens_for(body)
     plan = Plan(kind, body, sw, str(body.get("model") or "standin"), prompt, per, choices, billed)
     if kind == "messages":
@@ -474,6 +503,193 @@ def anthropic_frames(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
     yield _event("message_stop", b'{"type":"message_stop"            }'), False
 
 
+# --------------------------------------------------------------------------- Responses, Gemini,
+# Ollama, Azure (WIRE.md §3, §5, §6, §8)
+
+NEW_KINDS = ("responses", "gemini", "gemini-stream", "ollama-chat", "ollama-generate",
+             "ollama-embed")
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                  404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+_API_VERSION = re.compile(r"[?&]api-version=(\d{4}-\d{2})")
+
+
+def gemini_error(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"code": status, "message": message,
+                      "status": _GEMINI_STATUS.get(status, "INTERNAL")}}
+
+
+def ollama_error(status: int, message: str) -> dict[str, Any]:
+    return {"error": message}
+
+
+def _old_azure(path: str) -> bool:
+    """Azure deployment API versions before 2024-09 reject `stream_options` with a 400."""
+    m = _API_VERSION.search(path)
+    return "/openai/deployments/" in path and m is not None and m.group(1) < "2024-09"
+
+
+def azure_frames(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
+    """Azure's stream: first a chunk with empty choices and prompt_filter_results."""
+    safe = {"filtered": False, "severity": "safe"}
+    yield _frame({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                  "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                      "hate": safe, "self_harm": safe, "sexual": safe, "violence": safe}}]}), False
+    yield from openai_frames(plan, rid)
+
+
+def _text(plan: Plan) -> str:
+    return "".join(token_text(i, plan.sw) for i in range(plan.per_choice))
+
+
+def responses_usage(plan: Plan) -> dict[str, Any] | None:
+    if "no-usage" in plan.sw:
+        return None
+    return {"input_tokens": plan.prompt, "input_tokens_details": {"cached_tokens": plan.cached},
+            "output_tokens": plan.completion,
+            "output_tokens_details": {"reasoning_tokens": plan.reasoning},
+            "total_tokens": plan.prompt + plan.completion}
+
+
+def _cut(plan: Plan) -> bool:
+    limit = _limit(plan.kind, plan.body)
+    return limit is not None and plan.per_choice >= limit and "ignore-limit" not in plan.sw
+
+
+def responses_object(plan: Plan, rid: str, status: str, done: bool) -> dict[str, Any]:
+    text = _text(plan)
+    output = [{"id": f"msg_{rid}", "type": "message", "status": status, "role": "assistant",
+               "content": [{"type": "output_text", "annotations": [], "logprobs": [],
+                            "text": text}]}] if done else []
+    return {"id": f"resp_{rid}", "object": "response", "created_at": _now(), "status": status,
+            "background": False, "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if status == "incomplete" else None,
+            "max_output_tokens": _limit("responses", plan.body), "model": plan.model,
+            "output": output, "usage": responses_usage(plan) if done else None}
+
+
+def responses_frames(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
+    seq = itertools.count()
+
+    def ev(kind: str, **fields: Any) -> bytes:
+        payload = {"type": kind, **fields, "sequence_number": next(seq)}
+        return _event(kind, json.dumps(payload, separators=(",", ":")).encode())
+
+    status = "incomplete" if _cut(plan) else "completed"
+    yield ev("response.created", response=responses_object(plan, rid, "in_progress", False)), \
+        False
+    yield ev("response.in_progress",
+             response=responses_object(plan, rid, "in_progress", False)), False
+    item = {"id": f"msg_{rid}", "type": "message", "status": "in_progress", "content": [],
+            "role": "assistant"}
+    yield ev("response.output_item.added", output_index=0, item=item), False
+    for i in range(plan.per_choice):
+        yield ev("response.output_text.delta", item_id=item["id"], output_index=0,
+                 content_index=0, delta=token_text(i, plan.sw), logprobs=[],
+                 obfuscation="x1"), False
+    yield ev("response.output_text.done", item_id=item["id"], output_index=0, content_index=0,
+             text=_text(plan), logprobs=[]), False
+    final = responses_object(plan, rid, status, True)
+    yield ev("response.output_item.done", output_index=0, item=final["output"][0]), False
+    yield ev(f"response.{status}", response=final), True
+
+
+def gemini_usage(plan: Plan, done: bool) -> dict[str, Any]:
+    usage: dict[str, Any] = {"promptTokenCount": plan.prompt}
+    if done:
+        usage["candidatesTokenCount"] = plan.completion - plan.reasoning
+        if plan.reasoning:
+            usage["thoughtsTokenCount"] = plan.reasoning
+    if plan.cached:
+        usage["cachedContentTokenCount"] = plan.cached
+    usage["totalTokenCount"] = plan.prompt + (plan.completion if done else 0)
+    return usage
+
+
+def gemini_chunk(plan: Plan, texts: list[str], done: bool) -> dict[str, Any]:
+    candidates = []
+    for c in range(plan.choices):
+        cand: dict[str, Any] = {"content": {"parts": [{"text": "".join(texts)}],
+                                            "role": "model"}, "index": c}
+        if done:
+            cand["finishReason"] = "MAX_TOKENS" if _cut(plan) else "STOP"
+        candidates.append(cand)
+    out: dict[str, Any] = {"candidates": candidates}
+    if "no-usage" not in plan.sw:
+        out["usageMetadata"] = gemini_usage(plan, done)
+    out["modelVersion"] = plan.model
+    return out
+
+
+def gemini_elements(plan: Plan) -> Iterator[tuple[dict[str, Any], bool]]:
+    n = plan.per_choice
+    for i in range(n):
+        yield gemini_chunk(plan, [token_text(i, plan.sw)], i == n - 1), i == n - 1
+    if n == 0:
+        yield gemini_chunk(plan, [], True), True
+
+
+def gemini_sse(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
+    for obj, last in gemini_elements(plan):
+        yield b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\r\n\r\n", last
+
+
+def gemini_array(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
+    for i, (obj, last) in enumerate(gemini_elements(plan)):
+        head = b"[" if i == 0 else b",\r\n"
+        yield head + json.dumps(obj, indent=2).encode() + (b"\r\n]" if last else b""), last
+
+
+def ollama_final(plan: Plan, chat: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": plan.model, "created_at": "2025-10-17T23:14:08.0Z"}
+    if chat:
+        out["message"] = {"role": "assistant", "content": ""}
+    else:
+        out["response"] = ""
+    out.update(done=True, done_reason="length" if _cut(plan) else "stop",
+               total_duration=174560334, load_duration=101397084)
+    if "no-usage" not in plan.sw:
+        if "no-prompt-count" not in plan.sw:
+            out["prompt_eval_count"] = plan.prompt
+        out["eval_count"] = plan.completion
+    return out
+
+
+def ollama_lines(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
+    chat = plan.kind == "ollama-chat"
+    for i in range(plan.per_choice):
+        text = token_text(i, plan.sw)
+        line: dict[str, Any] = {"model": plan.model, "created_at": "2025-10-17T23:14:07.1Z"}
+        if chat:
+            line["message"] = {"role": "assistant", "content": text}
+        else:
+            line["response"] = text
+        line["done"] = False
+        yield json.dumps(line, separators=(",", ":")).encode() + b"\n", False
+    final = json.dumps(ollama_final(plan, chat), separators=(",", ":")).encode() + b"\n"
+    yield final, True
+
+
+def new_buffered(plan: Plan, rid: str) -> dict[str, Any]:
+    if plan.kind == "responses":
+        status = "incomplete" if _cut(plan) else "completed"
+        return responses_object(plan, rid, status, True)
+    if plan.kind.startswith("gemini"):
+        return gemini_chunk(plan, [_text(plan)], True)
+    if plan.kind == "ollama-embed":
+        out: dict[str, Any] = {"model": plan.model, "embeddings": [[0.01, -0.02, 0.03]]}
+        if "no-usage" not in plan.sw:
+            out["prompt_eval_count"] = plan.prompt
+        return out
+    chat = plan.kind == "ollama-chat"
+    final = ollama_final(plan, chat)
+    if chat:
+        final["message"]["content"] = _text(plan)
+    else:
+        final["response"] = _text(plan)
+    return final
+
+
 # --------------------------------------------------------------------------- TLS
 
 
@@ -607,7 +823,8 @@ class _Writer:
 
 
 _USAGE_NUMBER = re.compile(
-    rb'"(?:prompt_tokens|input_tokens|output_tokens|completion_tokens)":(\d\d+)'
+    rb'"(?:prompt_tokens|input_tokens|output_tokens|completion_tokens|promptTokenCount'
+    rb'|candidatesTokenCount|prompt_eval_count|eval_count)":(\d\d+)'
 )
 
 
@@ -648,6 +865,9 @@ async def _read_request(
     return method, target, headers, body
 
 
+_GEMINI_PATH = re.compile(r"models/[^/:]+:(generateContent|streamGenerateContent)$")
+
+
 def classify(method: str, path: str) -> str | None:
     p = path.split("?", 1)[0].rstrip("/")
     if method == "GET" and p == "/plain":
@@ -656,7 +876,14 @@ def classify(method: str, path: str) -> str | None:
         return "models"
     if method != "POST":
         return None
+    gem = _GEMINI_PATH.search(p)
+    if gem:
+        return "gemini-stream" if gem.group(1) == "streamGenerateContent" else "gemini"
     for suffix, kind in (
+        ("/responses", "responses"),
+        ("/api/chat", "ollama-chat"),
+        ("/api/generate", "ollama-generate"),
+        ("/api/embed", "ollama-embed"),
         ("/messages/count_tokens", "count_tokens"),
         ("/chat/completions", "chat"),
         ("/completions", "completions"),
@@ -792,13 +1019,16 @@ class StandIn:
     async def _respond(self, rec: Received, out: _Writer) -> None:
         kind = classify(rec.method, rec.path)
         family = "anthropic" if kind in ("messages", "count_tokens") else "openai"
+        if kind is not None and kind.startswith(("gemini", "ollama")):
+            family = kind.split("-", 1)[0]
         sw = rec.switches
         base = {"x-request-id": rec.request_id, "request-id": rec.request_id}
         json_h = {**base, "Content-Type": "application/json"}
 
         async def error(status: int, message: str) -> None:
             rec.status = status
-            shape = anthropic_error if family == "anthropic" else openai_error
+            shape = {"anthropic": anthropic_error, "gemini": gemini_error,
+                     "ollama": ollama_error}.get(family, openai_error)
             await out.buffered(status, json_h, json.dumps(shape(status, message)).encode())
 
         if "wire" in sw and await self._wire(rec, out, sw["wire"]):
@@ -825,6 +1055,10 @@ class StandIn:
             return await out.buffered(200, json_h, json.dumps(payload).encode())
         if kind == "messages" and _int(body.get("max_tokens")) is None:
             return await error(400, "max_tokens: Field required")
+        if "stream_options" in body and _old_azure(rec.path):
+            return await error(400, "Unrecognized request argument supplied: stream_options")
+        if kind in NEW_KINDS:
+            return await self._respond_new(rec, out, kind, body, base)
         plan = make_plan(kind, body, sw)
         rec.usage = plan.truth()
         rec.usage_reported = "no-usage" not in sw
@@ -833,14 +1067,22 @@ class StandIn:
             data = json.dumps(buffered_body(plan, rec.request_id)).encode()
             return await out.buffered(200, json_h, data)
         frames = anthropic_frames if kind == "messages" else openai_frames
+        if kind == "chat" and "/openai/deployments/" in rec.path:
+            frames = azure_frames
         if kind != "messages":
             so = body.get("stream_options")
             if not (isinstance(so, dict) and so.get("include_usage") is True):
                 rec.usage_reported = False
         await out.start_stream(200, {**base, "Content-Type": "text/event-stream; charset=utf-8",
                                      "Cache-Control": "no-cache"})
+        await self._frames(rec, out, frames(plan, rec.request_id))
+
+    async def _frames(self, rec: Received, out: _Writer,
+                      frames: Iterator[tuple[bytes, bool]]) -> None:
+        """Send a stream's frames, honouring #slow, #reset-mid-stream, #hang, #linger."""
+        sw = rec.switches
         delay = _sw_int(sw, "slow", DEFAULT_SLOW_MS) / 1000 if "slow" in sw else 0.0
-        for i, (data, carries_usage) in enumerate(frames(plan, rec.request_id)):
+        for i, (data, carries_usage) in enumerate(frames):
             if delay and i:
                 await asyncio.sleep(delay)  # between frames, never after the last one
             if "reset-mid-stream" in sw and i == RESET_AFTER:
@@ -858,6 +1100,35 @@ class StandIn:
         if "linger" in sw:
             await asyncio.sleep(_sw_int(sw, "linger", 200) / 1000)
         await out.end_stream()
+
+    async def _respond_new(self, rec: Received, out: _Writer, kind: str, body: dict[str, Any],
+                           base: dict[str, str]) -> None:
+        """Responses, Gemini and Ollama: buffered bodies and their own stream framings."""
+        sw = rec.switches
+        plan = make_plan(kind, body, sw)
+        if kind == "gemini-stream":
+            plan.streamed = True
+        elif kind == "gemini" or kind == "ollama-embed":
+            plan.streamed = False
+        elif kind.startswith("ollama"):
+            plan.streamed = body.get("stream") is not False
+        rec.usage = plan.truth()
+        rec.usage_reported = "no-usage" not in sw and "no-prompt-count" not in sw
+        rec.status = 200
+        if not plan.stream:
+            ctype = "application/json; charset=utf-8"
+            data = json.dumps(new_buffered(plan, rec.request_id)).encode()
+            return await out.buffered(200, {**base, "Content-Type": ctype}, data)
+        if kind == "responses":
+            frames, ctype = responses_frames, "text/event-stream; charset=utf-8"
+        elif kind == "gemini-stream" and "alt=sse" in rec.path:
+            frames, ctype = gemini_sse, "text/event-stream"
+        elif kind == "gemini-stream":
+            frames, ctype = gemini_array, "application/json; charset=UTF-8"
+        else:
+            frames, ctype = ollama_lines, "application/x-ndjson"
+        await out.start_stream(200, {**base, "Content-Type": ctype})
+        await self._frames(rec, out, frames(plan, rec.request_id))
 
     async def _wire(self, rec: Received, out: _Writer, name: str) -> bool:
         """Serve a recorded wire fixture (tests/wire) verbatim: SSE frame by frame."""
@@ -878,8 +1149,19 @@ class StandIn:
                                   and fixture.usage["completion_tokens"] is not None)
         rec.status = 200
         headers = {"x-request-id": rec.request_id}
+        ctype = fixture.content_type if fixture is not None else "application/json"
+        if "ndjson" in ctype or (fixture is not None and fixture.path.endswith(
+                ":streamGenerateContent") and not is_sse):
+            # NDJSON lines / JSON-array elements, each as its own HTTP chunk
+            await out.start_stream(200, {**headers, "Content-Type": ctype})
+            for piece in re.findall(rb".+?(?:\n|$)", body, re.S):
+                if piece:
+                    await out.frame(piece, split=b"eval_count" in piece
+                                    or b"TokenCount" in piece)
+            await out.end_stream()
+            return True
         if not is_sse:
-            await out.buffered(200, {**headers, "Content-Type": "application/json"}, body)
+            await out.buffered(200, {**headers, "Content-Type": ctype}, body)
             return True
         await out.start_stream(200, {**headers, "Content-Type": "text/event-stream"})
         for frame in _SSE_FRAME.findall(body):

@@ -19,7 +19,8 @@ def load(name: str) -> bytes:
     """The exact bytes of a fixture, by file name with or without its extension."""
     path = HERE / name
     if not path.is_file():
-        matches = [p for p in HERE.iterdir() if p.stem == name and p.suffix in (".sse", ".json")]
+        matches = [p for p in HERE.iterdir()
+                   if p.stem == name and p.suffix in (".sse", ".json", ".ndjson")]
         if len(matches) != 1:
             raise KeyError(f"no wire fixture named {name!r}")
         path = matches[0]
@@ -57,7 +58,7 @@ def _filler(n_bytes: int) -> str:
 @dataclass(frozen=True)
 class Fixture:
     file: str
-    family: str  # openai | anthropic
+    family: str  # openai | anthropic | responses | gemini | ollama
     path: str  # request path that produced it
     content_type: str
     request: dict[str, Any]
@@ -80,6 +81,26 @@ _CHAT = "/v1/chat/completions"
 _MSG = "/v1/messages"
 _SSE = "text/event-stream"
 _JSON = "application/json"
+_NDJSON = "application/x-ndjson"
+_RESP = "/v1/responses"
+_GEM = "/v1beta/models/gemini-2.5-flash"
+_RQ = ("Explain in one sentence what a token budget for an LLM agent is and why it must be "
+       "reserved before the call.")
+_RESP_ANSWER = (
+    "A token budget caps how much an agent may spend; the proxy reserves the worst case before "
+    "each call and settles the real usage afterwards, so retries and fan-out can never push "
+    "the total past the cap."
+)
+_GQ = "In two sentences, how does a metering proxy keep an agent under its token cap?"
+_G_ANSWER = (
+    "Seatbelt reserves each request's worst case before it leaves the proxy, streams the answer "
+    "through untouched, and settles the tokens the API reports once it ends."
+)
+_OQ = "Why is the sky blue? One sentence."
+_O_ANSWER = (
+    "The sky looks blue because air molecules scatter short blue wavelengths of sunlight far "
+    "more than the longer red ones."
+)
 
 FIXTURES: dict[str, Fixture] = {
     f.name: f
@@ -196,6 +217,102 @@ FIXTURES: dict[str, Fixture] = {
             _usage(25, None, 0, 0), "Once upon", upstream_error=True,
             notes="overloaded_error after output began; message_start's output_tokens is a "
             "placeholder, so completion stays unknown (estimated)",
+        ),
+        # -- OpenAI Responses (WIRE.md §3) --
+        Fixture(
+            "responses.json", "responses", _RESP, _JSON,
+            {"model": "gpt-5-mini", "instructions": "Answer in one sentence.", "input": _RQ},
+            _usage(39, 48, 0, None, 0), _RESP_ANSWER,
+        ),
+        Fixture(
+            "responses_stream.sse", "responses", _RESP, _SSE,
+            {"model": "gpt-5-mini", "instructions": "Answer in one sentence.", "input": _RQ,
+             "stream": True, "reasoning": {"effort": "low"}},
+            _usage(39, 112, 0, None, 64), _RESP_ANSWER,
+            notes="usage in response.completed; the text repeats in .done events (counted once)",
+        ),
+        Fixture(
+            "responses_stream_incomplete.sse", "responses", _RESP, _SSE,
+            {"model": "gpt-5-mini", "instructions": "Answer in one sentence.", "input": _RQ,
+             "stream": True, "max_output_tokens": 88},
+            _usage(39, 88, 0, None, 64), _RESP_ANSWER[:96],
+            notes="response.incomplete (max_output_tokens) carries the usage",
+        ),
+        Fixture(
+            "responses_stream_failed.sse", "responses", _RESP, _SSE,
+            {"model": "gpt-5-mini", "input": _RQ, "stream": True},
+            _usage(), _RESP_ANSWER[:40], upstream_error=True,
+            notes="error event, then response.failed with usage null: estimated",
+        ),
+        Fixture(
+            "responses_stream_tools.sse", "responses", _RESP, _SSE,
+            {"model": "gpt-5-mini", "stream": True,
+             "input": [{"role": "user", "content": "What is the weather in Paris right now? "
+                        "Use the tool."}],
+             "tools": [{"type": "function", "name": "get_weather",
+                        "description": "Current weather for a place",
+                        "parameters": {"type": "object", "properties": {
+                            "location": {"type": "string"}, "unit": {"type": "string"}}}}]},
+            _usage(96, 18, 64, None, 0), '{"location":"Paris, France","unit":"celsius"}',
+            notes="function_call_arguments deltas, cached input",
+        ),
+        # -- Gemini (WIRE.md §5) --
+        Fixture(
+            "gemini.json", "gemini", _GEM + ":generateContent", _JSON,
+            {"contents": [{"role": "user", "parts": [
+                {"text": "Where and when were the 2024 Olympics held?"}]}],
+             "tools": [{"google_search": {}}]},
+            _usage(13 + 41, 18 + 88, 0, None, 88),
+            "The 2024 Olympic Games were held in Paris, France, from 26 July to 11 August.",
+            notes="prompt includes toolUsePromptTokenCount; completion includes thoughts",
+        ),
+        Fixture(
+            "gemini_stream.sse", "gemini", _GEM + ":streamGenerateContent", _SSE,
+            {"contents": [{"role": "user", "parts": [{"text": _GQ}]}],
+             "generationConfig": {"thinkingConfig": {"thinkingBudget": 1024}}},
+            _usage(23, 39 + 212, None, None, 212), _G_ANSWER,
+            notes="?alt=sse, CRLF frames, usageMetadata on every chunk: the last wins",
+        ),
+        Fixture(
+            "gemini_stream_array.json", "gemini", _GEM + ":streamGenerateContent", _JSON,
+            {"contents": [{"role": "user", "parts": [{"text": _GQ}]}],
+             "generationConfig": {"maxOutputTokens": 256}},
+            _usage(23, 39), _G_ANSWER,
+            notes="no alt=sse: one pretty-printed JSON array, CRLF between elements",
+        ),
+        Fixture(
+            "gemini_stream_array_error.json", "gemini", _GEM + ":streamGenerateContent", _JSON,
+            {"contents": [{"role": "user", "parts": [{"text": _GQ}]}]},
+            _usage(23), "Seatbelt reserves each request's worst case before",
+            upstream_error=True,
+            notes="an error element after output: prompt reported, completion estimated",
+        ),
+        # -- Ollama native (WIRE.md §6.1) --
+        Fixture(
+            "ollama_chat_stream.ndjson", "ollama", "/api/chat", _NDJSON,
+            {"model": "llama3.2", "messages": [{"role": "user", "content": _OQ}]},
+            _usage(18, 28), _O_ANSWER, notes="streams by default; counts on done:true",
+        ),
+        Fixture(
+            "ollama_chat.json", "ollama", "/api/chat", "application/json; charset=utf-8",
+            {"model": "llama3.2", "stream": False, "options": {"num_predict": 128},
+             "messages": [{"role": "user", "content": _OQ}]},
+            _usage(18, 28), _O_ANSWER,
+        ),
+        Fixture(
+            "ollama_generate_stream.ndjson", "ollama", "/api/generate", _NDJSON,
+            {"model": "qwen3:4b", "prompt": "Write a haiku about rain.", "think": True,
+             "options": {"num_predict": -1}},
+            _usage(None, 36),
+            "The user wants a haiku about rain, five seven five syllables."
+            "Soft rain on the roof\nwhispers to the sleeping town\nmorning smells of earth",
+            notes="KV-cached prompt: no prompt_eval_count (unknown, estimated); thinking text",
+        ),
+        Fixture(
+            "ollama_chat_stream_error.ndjson", "ollama", "/api/chat", _NDJSON,
+            {"model": "llama3.2", "messages": [{"role": "user", "content": _OQ}]},
+            _usage(), _O_ANSWER[:50], upstream_error=True,
+            notes="a final {\"error\": ...} line after a 200",
         ),
     ]
 }
