@@ -1,0 +1,1 @@
+"""Tests of the operator files under deploy/ (Prometheus rules, Grafana dashboard)."""
