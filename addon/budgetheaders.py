@@ -1,0 +1,59 @@
+"""Budget headers on every admitted LLM response, so apps can slow down before a 429.
+
+    x-seatbelt-remaining-tokens: N   smallest `cap - spent - reserved` over the caps that
+                                     apply (key and account), this request's hold included
+    x-seatbelt-reset: S              seconds until the binding cap's window resets (daily,
+                                     monthly) or until all spend now in it has left (rolling:
+                                     the window length, an upper bound); absent for balance
+    x-seatbelt-clamped: ORIG->NEW    the output limit seatbelt lowered (over_cap: clamp)
+
+Both budget headers are absent when no cap applies. The ledger snapshot behind them is
+started at admission and awaited in `responseheaders`, so it runs while the upstream
+works instead of before dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from addon.ledger.base import Cap, CapState, Ledger
+from addon.ledger.windows import seconds_until_reset
+
+logger = logging.getLogger("seatbelt")
+
+REMAINING = "x-seatbelt-remaining-tokens"
+RESET = "x-seatbelt-reset"
+CLAMPED = "x-seatbelt-clamped"
+
+
+def capped(caps: Sequence[Cap]) -> bool:
+    return any(c.limit is not None for c in caps)
+
+
+def headers_for(states: Sequence[CapState], now: float | None = None) -> dict[str, str]:
+    """The budget headers for these cap states (pure)."""
+    binding = None
+    for s in states:
+        if s.remaining is not None and (binding is None or s.remaining < binding.remaining):
+            binding = s
+    if binding is None or binding.remaining is None:
+        return {}
+    out = {REMAINING: str(max(0, binding.remaining))}
+    window = binding.window
+    if window.kind in ("daily", "monthly"):
+        out[RESET] = str(seconds_until_reset(window, time.time() if now is None else now))
+    elif window.kind == "rolling" and window.seconds is not None:
+        out[RESET] = str(window.seconds)
+    return out
+
+
+async def read_headers(ledger: Ledger, caps: Sequence[Cap]) -> dict[str, str]:
+    """Snapshot the caps and build the headers; {} when the ledger cannot say (never raises:
+    a missing header must not cost the request)."""
+    try:
+        return headers_for(await ledger.snapshot(caps))
+    except Exception as e:
+        logger.debug(f"seatbelt: budget headers skipped ({type(e).__name__})")
+        return {}
