@@ -9,6 +9,7 @@
 #   ./run.sh bench [args]         benchmarks
 #   ./run.sh hash                 fingerprint of a credential read from stdin (never echoed)
 #   ./run.sh check POLICY         validate a policy file: OK or one line saying what to fix
+#   ./run.sh admin ACTION ...     audited operator actions: reset, topup, holds, release
 #   ./run.sh lint                 ruff
 #   ./run.sh help                 this text
 #
@@ -177,6 +178,11 @@ case "$cmd" in
         ensure_main
         exec "$venv/bin/python" -m addon.report "$@"
         ;;
+    admin)
+        shift
+        ensure_main
+        exec "$venv/bin/python" -m addon.admin "$@"
+        ;;
     demo)
         shift
         ensure_main
@@ -210,7 +216,7 @@ case "$cmd" in
         exec "$venv/bin/ruff" check "${@:-.}"
         ;;
     help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
         ;;
     *)
         ensure_main

@@ -43,7 +43,10 @@ AUDIT_FIELDS: tuple[str, ...] = (
     "duration_s",
     "edits",
 )
-_FIELD_SET = frozenset(AUDIT_FIELDS)
+# Appended after the contract's fields on every line; a caller may leave them out (null).
+# cost_usd: USD charged for a priced model (addon/pricing.py), 0 when released, null unpriced.
+EXTRA_FIELDS: tuple[str, ...] = ("cost_usd",)
+_FIELD_SET = frozenset(AUDIT_FIELDS) | frozenset(EXTRA_FIELDS)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -57,7 +60,14 @@ def format_ts(ts: float | datetime | str | None = None) -> str:
         dt = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
     else:
         dt = datetime.fromtimestamp(float(ts), tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    global _second
+    second = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+    if _second[0] != second:  # strftime is most of the cost: once per second, not per line
+        _second = (second, dt.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{_second[1]}{dt.microsecond // 1000:03d}Z"
+
+
+_second: tuple[tuple[int, ...], str] = ((), "")
 
 
 def strip_query(path: object) -> object:
@@ -77,7 +87,8 @@ def _check_fp(fp: object) -> str | None:
 
 
 def audit_record(**fields: Any) -> dict[str, Any]:
-    """A record with exactly the contract's fields, in order; `ts` defaults to now.
+    """A record with exactly the contract's fields, in order, then EXTRA_FIELDS (null unless
+    given); `ts` defaults to now.
 
     ValueError names any unknown or missing field, so a change on one side is caught at once.
     """
@@ -89,6 +100,8 @@ def audit_record(**fields: Any) -> dict[str, Any]:
     if missing:
         raise ValueError(f"audit: missing field(s) {', '.join(missing)}")
     record = {f: fields[f] for f in AUDIT_FIELDS}
+    for f in EXTRA_FIELDS:
+        record[f] = fields.get(f)
     record["ts"] = format_ts(record["ts"])
     record["path"] = strip_query(record["path"])
     record["credential_fp"] = _check_fp(record["credential_fp"])

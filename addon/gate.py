@@ -12,14 +12,14 @@ import time
 
 from mitmproxy import http
 
-from addon import estimate, refusals
+from addon import budgetheaders, estimate, money, operating, refusals
 from addon.apis import route_request
 from addon.apis.base import BadRequestBody, Route
 from addon.apis.openai import UnmeteredRequest
 from addon.auth import find_credential
 from addon.decoding import BodyTooLarge as DecodedTooLarge
 from addon.decoding import decode_request_body
-from addon.ledger.base import LedgerUnavailable
+from addon.ledger.base import Cap, LedgerUnavailable
 from addon.meter import Meter
 from addon.metrics import get_metrics
 from addon.policy import Policy, fingerprint
@@ -39,12 +39,29 @@ ANONYMOUS = "anonymous"
 INTERNAL_HEADER_PREFIX = "x-seatbelt"
 
 
+# route_request's answers (~10 us each: every family tries its patterns), remembered.
+# Routing reads the method, the path and header *names* only (anthropic-version, api-key),
+# so those are the key; lowercased raw names give the same answers as the families'
+# str.lower() on decoded names. Bounded: cleared when full.
+_ROUTES: dict[tuple[str, str, str | None, frozenset[bytes]], Route | None] = {}
+_ROUTES_MAX = 4096
+
+
 def llm_route(flow: http.HTTPFlow, policy: Policy | None = None) -> Route | None:
     """The request's API route; the policy's `routes:` rules may override it per host/path."""
     req = flow.request
     path = req.path.split("?", 1)[0]
     api = policy.route_settings(req.pretty_host, path).api if policy is not None else None
-    return route_request(req.method, path, req.headers, api=api)
+    key = (req.method, path, api, frozenset(name.lower() for name, _ in req.headers.fields))
+    try:
+        return _ROUTES[key]
+    except KeyError:
+        pass
+    route = route_request(req.method, path, req.headers, api=api)
+    if len(_ROUTES) >= _ROUTES_MAX:
+        _ROUTES.clear()
+    _ROUTES[key] = route
+    return route
 
 
 _hinted: set[str] = set()
@@ -72,8 +89,17 @@ def hint_rejected_stream_options(flow: http.HTTPFlow, injected: bool) -> None:
     )
 
 
+_INTERNAL_PREFIX = INTERNAL_HEADER_PREFIX.encode()
+
+
 def strip_internal_headers(request: http.Request) -> None:
     """No x-seatbelt-* header reaches upstream, whoever sent it."""
+    # A look at the raw names first: decoding every name through Headers.keys() cost
+    # ~10 us per request, and almost no request carries such a header.
+    n = len(_INTERNAL_PREFIX)
+    fields = request.headers.fields
+    if all(name.isascii() and name[:n].lower() != _INTERNAL_PREFIX for name, _ in fields):
+        return
     for name in list(request.headers.keys()):
         if name.lower().startswith(INTERNAL_HEADER_PREFIX):
             del request.headers[name]
@@ -90,6 +116,7 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
     def refuse(refusal: refusals.Refusal, *, account: str = ANONYMOUS, key: str = ANONYMOUS,
                fp: str | None = None, model: str | None = None, reserved: int | None = None,
                stream: bool = False) -> None:
+        rt.fanout.cancel(flow.id)  # a max_concurrent / rpm count taken for this request
         flow.response = refusals.to_response(family, refusal)
         flow.comment = f"seatbelt: refused {refusal.code} key={key} account={account}" + (
             f" reserved={reserved}" if reserved is not None else ""
@@ -111,17 +138,53 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         return
     fp = fingerprint(creds.value) if creds.value is not None else None
     key = policy.key_by_fingerprint(fp) if fp is not None else None
+    identity = "credential" if key is not None else None
+    if key is None:  # proxy-auth user, client certificate, client address (addon/access.py)
+        key, identity = operating.identify(policy, flow)
     if key is None and policy.require_auth:
         refuse(refusals.unknown_key(fp), fp=fp)
         return
     account_id = key.account if key else ANONYMOUS
     key_id = key.id if key else ANONYMOUS
+    ops = operating.effective_for(policy, key) if key is not None else None
+    early_edits: list[str] = []
+
+    def would_refuse(refusal: refusals.Refusal, **kw) -> bool:
+        """Refuse, or in shadow mode (enforce: false) log, count and go on."""
+        if ops is None or ops.enforce:
+            refuse(refusal, account=account_id, key=key_id, fp=fp, **kw)
+            return True
+        early_edits.append(f"shadow_refused:{refusal.code}")
+        get_metrics().shadow_refused(account=account_id, key=key_id, outcome=refusal.outcome)
+        logger.info(f"seatbelt: shadow mode: key {key_id} would be refused {refusal.code} "
+                    f"({refusal.status}); forwarded")
+        return False
+
+    if key is not None and ops is not None:
+        # Not shadowed: an operator's off switch, and where a real credential may go.
+        if ops.disabled:
+            refuse(refusals.key_disabled(key_id), account=account_id, key=key_id, fp=fp)
+            return
+        if key.access.upstream_credential is not None:
+            ok, host = operating.virtual_host_ok(key, flow)
+            if not ok:
+                refuse(refusals.host_not_allowed(key_id, host), account=account_id,
+                       key=key_id, fp=fp)
+                return
+
+    def forward_as_key() -> None:
+        """Last step before forwarding: a virtual key's real credential goes in."""
+        if key is not None and operating.swap_credential(key, family, req, creds):
+            early_edits.append("credential_swapped")
 
     if route.kind == "free":
+        forward_as_key()
         return
     if route.kind == "unmetered":
-        if policy.unmetered_endpoints != "allow" and key is not None:
-            refuse(refusals.unmetered(path), account=account_id, key=key_id, fp=fp)
+        if (policy.unmetered_endpoints != "allow" and key is not None
+                and would_refuse(refusals.unmetered(path))):
+            return
+        forward_as_key()
         return
 
     encoding = req.headers.get("content-encoding", "").strip().lower()
@@ -131,8 +194,10 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         body = parse_json_object(data)
         facts = family.parse_request(route, body)
     except UnmeteredRequest:  # e.g. a background response: its cost happens out of sight
-        if policy.unmetered_endpoints != "allow" and key is not None:
-            refuse(refusals.unmetered(path), account=account_id, key=key_id, fp=fp)
+        if (policy.unmetered_endpoints != "allow" and key is not None
+                and would_refuse(refusals.unmetered(path))):
+            return
+        forward_as_key()
         return
     except (BodyTooLarge, DecodedTooLarge) as e:
         refuse(refusals.too_large(str(e)), account=account_id, key=key_id, fp=fp)
@@ -142,6 +207,10 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         return
 
     model = facts.model or route.model_from_path
+    if (ops is not None and not ops.model_allowed(model)
+            and would_refuse(refusals.model_not_allowed(key_id, model), model=model,
+                             stream=facts.stream)):
+        return
     prompt_est = estimate.prompt_estimate(body)
     amount, write_limit = estimate.reservation(
         facts, prompt_est, policy.model_max_output(model), policy.fallback_max_output
@@ -160,8 +229,24 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
             # The extra usage frame can only be hidden from an uncompressed stream.
             req.headers["accept-encoding"] = "identity"
 
+    limits = key.access if key is not None else None
+    if limits is not None and (limits.max_concurrent is not None or limits.rpm is not None):
+        over = rt.fanout.check(key_id, limits.max_concurrent, limits.rpm)
+        if over is not None and would_refuse(
+                refusals.fanout(key_id, over.what, over.retry_after), model=model,
+                reserved=amount, stream=facts.stream):
+            return
+        rt.fanout.acquire(key_id, flow.id)  # counted until the request is over
+
+    # USD budgets (addon/money.py): an unpriced model under a USD cap is never free.
+    unpriced = money.check_priced(policy, key, model) if key is not None else None
+    if unpriced is not None and would_refuse(unpriced, model=model, stream=facts.stream):
+        return
+    usd = None
+
     hold_id = None
     ledger = None
+    headers: dict[str, str] = {}
     if key is not None and not fail_open:
         ledger = rt.ledger
         caps = policy.caps_for(key)
@@ -175,13 +260,50 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
                        key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
                 return
             ledger, fail_open, reservation = None, True, None
-        if reservation is not None and not reservation.granted:
-            windows = {c.subject: c.window for c in caps}
-            refuse(refusals.for_caps(reservation.refusals, key.id, windows), account=account_id,
+        try:
+            if (reservation is not None and not reservation.granted and ops is not None
+                    and ops.clamp and facts.produces_output):
+                current = facts.max_output if facts.max_output is not None else write_limit
+                new = operating.clamp_output(reservation.refusals, prompt_est,
+                                             facts.multiplier, ops.min_output, current or 0)
+                if new is not None:  # over_cap: clamp -- forward what the budget can pay
+                    smaller = prompt_est + new * facts.multiplier
+                    again = await ledger.reserve(caps, smaller)
+                    if again.granted:
+                        reservation, amount = again, smaller
+                        operating.write_clamp(family, route, body, new)
+                        edits.append("clamped")
+                        headers[budgetheaders.CLAMPED] = f"{current}->{new}"
+            if reservation is not None and not reservation.granted:
+                windows = {c.subject: c.window for c in caps}
+                if would_refuse(refusals.for_caps(reservation.refusals, key.id, windows),
+                                model=model, reserved=amount, stream=facts.stream):
+                    return
+                # Shadow mode: hold on uncapped twins of the caps, so the spend is metered.
+                reservation = await ledger.reserve(
+                    [Cap(c.subject, None, c.window) for c in caps], amount)
+            if reservation is not None and budgetheaders.capped(caps):
+                headers.update(await budgetheaders.read_headers(ledger, caps))
+        except LedgerUnavailable as e:
+            rt.set_ledger_up(False, str(e))
+            if reservation is not None and reservation.granted:
+                rt.spawn(_release_quietly(ledger, reservation.hold_id))
+            refuse(refusals.unavailable("the ledger is not available"), account=account_id,
                    key=key_id, fp=fp, model=model, reserved=amount, stream=facts.stream)
             return
         hold_id = reservation.hold_id if reservation is not None else None
         rt.mark_budgets_dirty()
+        if hold_id is not None and unpriced is None:  # the second hold: USD, after tokens
+            usd, usd_refusal = await money.admit(rt, ledger, policy, key, model, prompt_est,
+                                                 amount)
+            if usd_refusal is not None and (
+                    usd_refusal.status == 503 or would_refuse(
+                        usd_refusal, model=model, reserved=amount, stream=facts.stream)):
+                if usd_refusal.status == 503:
+                    refuse(usd_refusal, account=account_id, key=key_id, fp=fp, model=model,
+                           reserved=amount, stream=facts.stream)
+                await money.release_quietly(ledger, hold_id, rt.defer_finish)
+                return
 
     if edits:
         # set_content re-encodes with the request's own Content-Encoding and fixes the length.
@@ -189,6 +311,8 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
     if fail_open and key is not None:
         edits.append("fail_open")  # forwarded unmetered: the ledger was down
         rt.warn_fail_open()
+    forward_as_key()  # headers/query only: the body bytes are not touched again
+    edits.extend(early_edits)
 
     meter = Meter(
         flow_id=flow.id,
@@ -208,9 +332,25 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
         hold_id=hold_id,
         edits=edits,
         injected_usage=injected,
+        headers=headers,
+        fanout_key=rt.fanout.commit(flow.id),
         dispatched_at=time.monotonic(),
         flow=flow,
     )
+    money.attach(meter, policy, key, usd)
     rt.meters[flow.id] = meter
-    flow.metadata["seatbelt"] = {"key": key_id, "account": account_id, "reserved": meter.reserved}
-    flow.comment = f"seatbelt: key={key_id} account={account_id} reserved={meter.reserved}"
+    flow.metadata["seatbelt"] = {"key": key_id, "account": account_id, "reserved": meter.reserved,
+                                 "identity": identity}
+    flow.comment = f"seatbelt: key={key_id} account={account_id} reserved={meter.reserved}" + (
+        f" identity={identity}" if identity not in (None, "credential") else "")
+
+
+async def _release_quietly(ledger, hold_id: str | None) -> None:
+    """A hold granted just before the ledger failed: drop it if the ledger lets us (else it
+    lapses with its lease and is charged as orphaned, never lost)."""
+    if ledger is None or hold_id is None:
+        return
+    try:
+        await ledger.release(hold_id)
+    except LedgerUnavailable:
+        pass

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from addon import estimate
 from addon.apis.base import ApiFamily, RequestFacts, Route, Usage
-from addon.ledger.base import Ledger, UsageSource
+from addon.ledger.base import Cap, Ledger, UsageSource
+from addon.pricing import Price
 
 if TYPE_CHECKING:
     from addon.scanner import Scanner
@@ -38,9 +39,17 @@ class Meter:
     hold_id: str | None
     edits: list[str] = field(default_factory=list)
     injected_usage: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # budget / clamp response headers
+    fanout_key: str | None = None  # counted by the runtime's FanoutLimiter until finished
     dispatched_at: float = field(default_factory=time.monotonic)
     scanner: Scanner | None = None
     flow: Any = field(default=None, repr=False)  # the HTTPFlow: shutdown settles with it
+    # USD budgets (addon/money.py): the model's price (None: unpriced), the second hold.
+    price: Price | None = None
+    usd_hold_id: str | None = None
+    usd_reserved: int = 0  # micro-dollars
+    caps: tuple[Cap, ...] = ()  # the token hold's caps, and the USD hold's: an operator
+    usd_caps: tuple[Cap, ...] = ()  # release is charged onto them (money.charge_after_release)
     _finished: bool = False
 
     def claim(self) -> bool:

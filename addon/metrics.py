@@ -114,6 +114,10 @@ class Metrics:
         self.spend_completion = Counter(
             "seatbelt_spend_completion_tokens", "Completion tokens charged.", ak, registry=r
         )
+        self.spend_usd = Counter(
+            "seatbelt_spend_usd", "USD charged for priced models (policy `prices:`).", ak,
+            registry=r,
+        )
         self.reserved = Gauge(
             "seatbelt_reserved_tokens", "Tokens held by live reservations.", ak, registry=r
         )
@@ -156,6 +160,12 @@ class Metrics:
             ("usage_source", "overrun"), registry=r,
         )
         self.ledger_up = Gauge("seatbelt_ledger_up", "1 when the ledger answers.", registry=r)
+        self.shadow_refusals = Counter(
+            "seatbelt_shadow_refusals", "Would-be refusals of keys in shadow mode "
+            "(enforce: false), by the outcome they would have had.", (*ak, "outcome"),
+            registry=r,
+        )
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._budget_lock = threading.Lock()
         self._budget_labels: dict[Gauge, set[tuple[str, str]]] = {
             g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining)
@@ -178,28 +188,50 @@ class Metrics:
     ) -> None:
         """A request that was dispatched has ended and been settled (or released)."""
         account, key, provider, model = clip(account), clip(key), clip(provider), clip(model)
-        self.requests.labels(account, key, clip(outcome)).inc()
-        self.settlements.labels(clip(usage_source), "true" if overrun else "false").inc()
+        child = self._child
+        ak, pm = (account, key), (provider, model)
+        child(self.requests, (account, key, clip(outcome))).inc()
+        child(self.settlements, (clip(usage_source), "true" if overrun else "false")).inc()
         if usage_source in CHARGED_SOURCES:
             p = max(prompt_tokens or 0, 0)
             c = max(completion_tokens or 0, 0)
             if prompt_tokens is not None or completion_tokens is not None:
-                self.spend.labels(account, key).inc(p + c)
-                self.spend_prompt.labels(account, key).inc(p)
-                self.spend_completion.labels(account, key).inc(c)
-                self.prompt_tokens.labels(provider, model).inc(p)
-                self.completion_tokens.labels(provider, model).inc(c)
+                child(self.spend, ak).inc(p + c)
+                child(self.spend_prompt, ak).inc(p)
+                child(self.spend_completion, ak).inc(c)
+                child(self.prompt_tokens, pm).inc(p)
+                child(self.completion_tokens, pm).inc(c)
         if ttft_s is not None and ttft_s >= 0:
-            self.ttft.labels(provider, model).observe(ttft_s)
+            child(self.ttft, pm).observe(ttft_s)
         if duration_s is not None and duration_s >= 0:
-            self.duration.labels(provider, model).observe(duration_s)
+            child(self.duration, pm).observe(duration_s)
         tps = tokens_per_second(completion_tokens, ttft_s, duration_s)
         if tps is not None:
-            self.tps.labels(provider, model).observe(tps)
+            child(self.tps, pm).observe(tps)
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """metric.labels(*labels), remembered: labels() validates and locks on every call
+        (~2 us, ten times per request). Only for series that are never removed (not the
+        budget gauges); label values are bounded by design, the cache too."""
+        found = self._children.get((metric, labels))
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._children) < 10_000:
+                self._children[(metric, labels)] = found
+        return found
+
+    def spent_usd(self, *, account: str, key: str, usd: float | None) -> None:
+        """USD charged by one finished request (None: unpriced model; 0: released)."""
+        if usd is not None and usd > 0:
+            self.spend_usd.labels(clip(account), clip(key)).inc(usd)
 
     def refused(self, *, account: str, key: str, outcome: str) -> None:
         """A request answered by seatbelt itself; nothing was dispatched or settled."""
         self.requests.labels(clip(account), clip(key), clip(outcome)).inc()
+
+    def shadow_refused(self, *, account: str, key: str, outcome: str) -> None:
+        """A refusal shadow mode did not make: the request went on, metered."""
+        self.shadow_refusals.labels(clip(account), clip(key), clip(outcome)).inc()
 
     def set_budgets(self, rows: Iterable[BudgetRow]) -> None:
         """Replace every budget gauge; series that are no longer in `rows` disappear.

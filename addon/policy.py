@@ -40,9 +40,12 @@ from typing import Any, Literal
 
 import yaml
 
+from addon import access as access_mod
+from addon.access import NO_ACCESS, Access
 from addon.apis import API_PATHS, NOT_AN_API
 from addon.apis.openai import norm_path
 from addon.ledger.base import Cap, Window
+from addon.pricing import PRICE_FIELDS, Price, PriceError, make_price, usd_to_micro
 
 ANONYMOUS = "anonymous"  # account/key label of an unknown credential when require_auth is off
 OTHER = "other"  # model label of every model the policy does not name
@@ -59,9 +62,12 @@ _TOP_FIELDS = (
     "accounts",
     "keys",
     "routes",
+    "prices",
 )
-_KEY_FIELDS = ("id", "account", "credential_sha256", "credential", "cap", "window")
-_ACCOUNT_FIELDS = ("cap", "window")
+_KEY_FIELDS = ("id", "account", "credential_sha256", "credential", "cap", "window",
+               "cap_usd", "window_usd",
+               *access_mod.KEY_FIELDS)
+_ACCOUNT_FIELDS = ("cap", "window", "cap_usd", "window_usd", *access_mod.ACCOUNT_FIELDS)
 _MODEL_FIELDS = ("max_output",)
 _ROUTE_FIELDS = ("host", "path", "api", "stream_options")
 _ROUTE_SETTINGS = ("api", "stream_options")
@@ -99,6 +105,9 @@ class Account:
     id: str
     cap: int | None
     window: Window
+    access: Access = NO_ACCESS  # enforce / over_cap / models / disabled (addon/access.py)
+    cap_usd: int | None = None  # micro-dollars (addon/pricing.py); None = no USD cap
+    window_usd: Window = Window()  # the USD cap's window; defaults to `window`
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,9 @@ class Key:
     fingerprints: tuple[str, ...]
     cap: int | None
     window: Window
+    access: Access = NO_ACCESS  # operating fields and other identities (addon/access.py)
+    cap_usd: int | None = None  # micro-dollars (addon/pricing.py); None = no USD cap
+    window_usd: Window = Window()  # the USD cap's window; defaults to `window`
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,8 @@ class Policy:
     digest: str
     warnings: tuple[str, ...] = ()
     routes: tuple[RouteRule, ...] = ()
+    prices: Mapping[str, Price] = field(  # model -> USD per 1M tokens (addon/pricing.py)
+        default_factory=lambda: types.MappingProxyType({}))
     _by_fp: Mapping[str, Key] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -193,6 +207,21 @@ class Policy:
                     found.setdefault(name, value)
         return RouteSettings(**found)
 
+    def usd_caps_for(self, key: Key) -> list[Cap]:
+        """USD caps (micro-dollars) of the key and its account, both metered when either
+        has `cap_usd`; [] when neither has one (no USD hold at all)."""
+        account = self.accounts.get(key.account) or Account(key.account, None, Window())
+        if key.cap_usd is None and account.cap_usd is None:
+            return []
+        return [
+            Cap(f"usd:key:{key.id}", key.cap_usd, key.window_usd),
+            Cap(f"usd:account:{account.id}", account.cap_usd, account.window_usd),
+        ]
+
+    def price_for(self, model: str | None) -> Price | None:
+        """The model's price by the name the request sends; None = unpriced."""
+        return self.prices.get(model) if model is not None else None
+
     def model_max_output(self, model: str | None) -> int | None:
         info = self.models.get(model) if model is not None else None
         return info.max_output if info else None
@@ -222,7 +251,20 @@ def load_policy(path: str, *, hashes_only: bool = False) -> Policy:
     return loader.load(text)
 
 
+def policy_from_text(path: str, text: str, *, hashes_only: bool = False) -> Policy:
+    """Parse policy text already read from `path` (live reload hashes exactly what it parses)."""
+    loader = _Loader(path)
+    loader.hashes_only = hashes_only
+    return loader.load(text)
+
+
 # -- internals -------------------------------------------------------------------------------
+
+
+def _access_canon(access: Access) -> list[Any]:
+    """Operating fields in the digest; nothing for an entry that sets none (digest unchanged)."""
+    canon = access.canonical()
+    return [] if canon is None else [canon]
 
 
 def _one_line(text: str) -> str:
@@ -342,11 +384,12 @@ class _Loader:
             return None
         return self.integer(node, f"{where}.cap", minimum=0, what="a non-negative integer")
 
-    def window(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str) -> Window:
-        if "window" not in fields:
+    def window(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str,
+               name: str = "window") -> Window:
+        if name not in fields:
             return Window()
-        node = fields["window"][1]
-        at = f"{where}.window"
+        node = fields[name][1]
+        at = f"{where}.{name}"
         fix = "write balance, daily, monthly or {rolling: SECONDS}"
         if isinstance(node, yaml.MappingNode):
             inner = self.mapping(node, at, ("rolling",))
@@ -425,6 +468,8 @@ class _Loader:
         declared = self.accounts(top["accounts"][1]) if "accounts" in top else {}
         keys = self.keys(top["keys"][1], declared) if "keys" in top else ()
         routes = self.routes(top["routes"][1]) if "routes" in top else ()
+        prices = self.prices(top["prices"][1]) if "prices" in top else {}
+        self.warn_unpriced(prices, keys, declared)
 
         accounts = dict(declared)
         for key in keys:  # with no `accounts:` section, keys name accounts freely (uncapped)
@@ -439,12 +484,19 @@ class _Loader:
             "fallback_max_output": fallback,
             "unmetered_endpoints": unmetered,
             "models": {m: info.max_output for m, info in sorted(models.items())},
-            "accounts": {a.id: [a.cap, a.window.label()] for a in
+            "accounts": {a.id: [a.cap, a.window.label()] + _access_canon(a.access) for a in
                          sorted(accounts.values(), key=lambda a: a.id)},
             "keys": [[k.id, k.account, sorted(k.fingerprints), k.cap, k.window.label()]
+                     + _access_canon(k.access)
                      for k in keys],
             "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
+        if prices or any(e.cap_usd is not None for e in (*keys, *accounts.values())):
+            canonical["usd"] = {  # absent without USD budgets: older digests stay the same
+                "prices": {m: p.label() for m, p in sorted(prices.items())},
+                "caps": [[e.id, e.cap_usd, e.window_usd.label()] for e in
+                         (*sorted(accounts.values(), key=lambda a: a.id), *keys)],
+            }
         digest = hashlib.sha256(
             json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
@@ -460,6 +512,7 @@ class _Loader:
             digest=digest,
             warnings=tuple(self.warnings),
             routes=routes,
+            prices=types.MappingProxyType(prices),
         )
 
     def models(self, node: yaml.Node) -> dict[str, ModelInfo]:
@@ -474,6 +527,70 @@ class _Loader:
                                           minimum=1, what="a positive integer")
             out[name] = ModelInfo(max_output)
         return out
+
+    # -- USD budgets (addon/pricing.py) --
+
+    def prices(self, node: yaml.Node) -> dict[str, Price]:
+        """`prices: {MODEL: {input: USD, output: USD, cached_input: USD, cache_write: USD}}`,
+        USD per 1M tokens; the cache prices default to the input price."""
+        out: dict[str, Price] = {}
+        for name, (_, value) in self.mapping(node, "prices", None).items():
+            where = f"prices.{name}"
+            fields = self.mapping(value, where, PRICE_FIELDS)
+            for required in ("input", "output"):
+                if required not in fields:
+                    raise self.fail(value, f"{where}.{required}", "missing", f"add `{required}: "
+                                    "USD_PER_1M_TOKENS` (e.g. 0.15)")
+            values: dict[str, Any] = {}
+            for field_name, (_, value_node) in fields.items():
+                at = f"{where}.{field_name}"
+                raw = self.scalar(value_node, at)
+                try:
+                    make_price(raw, 0)  # validates one number
+                except PriceError as e:
+                    raise self.fail(value_node, at, f"{e}, got {_describe(value_node)}",
+                                    "write USD per 1M tokens as a number, e.g. 0.15") from None
+                values[field_name] = raw
+            out[name] = make_price(**values)
+        return out
+
+    def usd_cap(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str
+                ) -> dict[str, Any]:
+        """`cap_usd` (USD, at most 6 decimals) and `window_usd` (default: the entry's
+        `window`) as Key/Account keyword arguments."""
+        window = self.window(fields, where)
+        if "window_usd" in fields:
+            window = self.window(fields, where, name="window_usd")
+        cap_usd = None
+        if "cap_usd" in fields:
+            node = fields["cap_usd"][1]
+            value = self.scalar(node, f"{where}.cap_usd")
+            if value is not None:
+                try:
+                    cap_usd = usd_to_micro(value)
+                except PriceError as e:
+                    raise self.fail(node, f"{where}.cap_usd", f"{e}, got {_describe(node)}",
+                                    "write US dollars as a number, e.g. 25 or 12.50") from None
+        elif "window_usd" in fields:
+            raise self.fail(fields["window_usd"][0], f"{where}.window_usd",
+                            "window_usd without cap_usd", "add `cap_usd: USD` or remove it")
+        if cap_usd is None:
+            return {}  # the defaults: no USD cap (a USD-metered subject counts a balance)
+        return {"cap_usd": cap_usd, "window_usd": window}
+
+    def warn_unpriced(self, prices: dict[str, Price], keys: tuple[Key, ...],
+                      accounts: dict[str, Account]) -> None:
+        """A USD cap with no price at all refuses every request: say so at load."""
+        if prices:
+            return
+        capped = [f"key {k.id}" for k in keys if k.cap_usd is not None]
+        capped += [f"account {a.id}" for a in accounts.values() if a.cap_usd is not None]
+        if capped:
+            self.warnings.append(
+                f"{self.path}: prices: cap_usd on {', '.join(capped[:3])} but no model has "
+                "a price; their requests will be refused "
+                "(model_not_allowed) until `prices:` names the models they use"
+            )
 
     def routes(self, node: yaml.Node) -> tuple[RouteRule, ...]:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
@@ -542,7 +659,9 @@ class _Loader:
             account_id = self.ident(name_node, where, "account id")
             fields = self.mapping(value, where, _ACCOUNT_FIELDS)
             out[account_id] = Account(account_id, self.cap(fields, where),
-                                      self.window(fields, where))
+                                      self.window(fields, where),
+                                      access_mod.parse(self, fields, where, kind="account"),
+                                      **self.usd_cap(fields, where))
         return out
 
     def keys(self, node: yaml.Node, declared: dict[str, Account]) -> tuple[Key, ...]:
@@ -576,7 +695,8 @@ class _Loader:
                                 f"declare `{account}` under accounts, or name one of: "
                                 + ", ".join(sorted(declared)))
 
-            fps = self.fingerprints(fields, item, where)
+            access = access_mod.parse(self, fields, where, kind="key", key_id=key_id)
+            fps = self.fingerprints(fields, item, where, optional=access.has_identity)
             for fp, fp_node, form in fps:
                 if fp in owners and owners[fp] != key_id:
                     raise self.fail(fp_node, f"{where}.{form}", "the same credential is already "
@@ -589,13 +709,17 @@ class _Loader:
                 fingerprints=tuple(dict.fromkeys(fp for fp, _, _ in fps)),
                 cap=self.cap(fields, where),
                 window=self.window(fields, where),
+                access=access,
+                **self.usd_cap(fields, where),
             ))
         return tuple(keys)
 
     def fingerprints(
-        self, fields: dict[str, tuple[yaml.Node, yaml.Node]], item: yaml.Node, where: str
+        self, fields: dict[str, tuple[yaml.Node, yaml.Node]], item: yaml.Node, where: str,
+        optional: bool = False,
     ) -> list[tuple[str, yaml.Node, str]]:
-        """(fingerprint, node, field) per credential of a key; one or a list per form."""
+        """(fingerprint, node, field) per credential of a key; one or a list per form.
+        optional: the key has another identity (proxy_auth_user, client_cert_sha256, ...)."""
         out: list[tuple[str, yaml.Node, str]] = []
         for form in ("credential_sha256", "credential"):
             if form not in fields:
@@ -624,9 +748,10 @@ class _Loader:
                         f"{self.path}:{_line(value_node)}: {at}: plain credential in the policy "
                         "file; fix: replace it with credential_sha256 (./run.sh hash prints it)"
                     )
-        if not out:
+        if not out and not optional:
             raise self.fail(item, where, "the key has no credential",
-                            "add `credential_sha256: HEX` (./run.sh hash prints it)")
+                            "add `credential_sha256: HEX` (./run.sh hash prints it), or an "
+                            "identity: proxy_auth_user, client_cert_sha256 or client_cidr")
         return out
 
 

@@ -20,15 +20,18 @@ OUTCOMES = {
     "invalid_api_key": "unauthorized",
     "model_not_allowed": "forbidden",
     "host_not_allowed": "forbidden",
+    "key_disabled": "forbidden",
     "endpoint_not_metered": "forbidden",
     "invalid_request": "rejected",
     "ledger_unavailable": "unavailable",
+    "internal_error": "unavailable",
 }
 NO_RETRY = {
     "insufficient_quota",
     "invalid_api_key",
     "model_not_allowed",
     "host_not_allowed",
+    "key_disabled",
     "endpoint_not_metered",
     "invalid_request",
 }
@@ -130,8 +133,35 @@ def unmetered(path: str) -> Refusal:
     )
 
 
+def model_not_allowed(key_id: str, model: str | None) -> Refusal:
+    shown = "a request that names no model" if model is None else "this model"
+    return Refusal(403, "model_not_allowed", f"seatbelt: key {key_id!r} may not use {shown}; "
+                   "the policy's `models:` allow-list does not name it.")
+
+
+def host_not_allowed(key_id: str, host: str) -> Refusal:
+    return Refusal(403, "host_not_allowed", f"seatbelt: key {key_id!r} is a virtual key; "
+                   f"{host} is not one of its upstream_hosts, so nothing was sent there.")
+
+
+def key_disabled(key_id: str) -> Refusal:
+    return Refusal(403, "key_disabled", f"seatbelt: key {key_id!r} is disabled in the policy.")
+
+
+def fanout(key_id: str, what: str, retry_after: int) -> Refusal:
+    """max_concurrent / rpm: too many requests of one key at once or per minute."""
+    return Refusal(429, "rate_limit_exceeded", f"seatbelt: key {key_id!r} is over its {what}; "
+                   f"retry in {retry_after} s.", retry_after=max(1, retry_after))
+
+
 def unavailable(reason: str) -> Refusal:
     return Refusal(503, "ledger_unavailable", f"seatbelt: {reason}; retry shortly.", 1)
+
+
+def internal_error() -> Refusal:
+    """A bug in seatbelt while admitting: refused (fail closed), never forwarded unmetered."""
+    return Refusal(503, "internal_error", "seatbelt: internal error; the request was not "
+                   "sent upstream (see the proxy log).", 1)
 
 
 def to_response(family: ApiFamily, refusal: Refusal) -> http.Response:

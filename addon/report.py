@@ -17,13 +17,17 @@ from typing import Any, NoReturn
 from addon.ledger import LedgerURLError, open_ledger, redact
 from addon.ledger.base import Cap, CapState, Window
 from addon.policy import Key, Policy, PolicyError, load_policy
+from addon.pricing import format_usd, to_usd
 
 DEFAULT_LEDGER = "sqlite:///state/ledger.db"
 DEFAULT_POLICY = "policies/default.yaml"
 
 # The contract's seven columns; every row then carries account_cap, account_spent,
-# account_remaining, account_window, account_reserved (null when the account has no cap row).
+# account_remaining, account_window, account_reserved (null when the account has no cap row),
+# then the USD columns (USD_FIELDS, in USD; null where no USD cap applies to the key).
 FIELDS = ("account", "key", "window", "cap", "spent", "reserved", "remaining")
+USD_FIELDS = ("cap_usd", "spent_usd", "reserved_usd", "remaining_usd", "window_usd",
+              "account_cap_usd", "account_spent_usd", "account_remaining_usd")
 
 
 def _key_cap(policy: Policy, key: Key) -> tuple[Cap, Cap | None]:
@@ -41,7 +45,7 @@ def report_caps(policy: Policy) -> list[Cap]:
     """Every cap the report needs from the ledger, each subject once, in policy order."""
     caps: dict[str, Cap] = {}
     for key in policy.keys:
-        for cap in _key_cap(policy, key):
+        for cap in (*_key_cap(policy, key), *policy.usd_caps_for(key)):
             if cap is not None:
                 caps.setdefault(cap.subject, cap)
     return list(caps.values())
@@ -76,8 +80,26 @@ def report_rows(policy: Policy, states: Iterable[CapState]) -> list[dict[str, An
         row["account_remaining"] = a.remaining if a is not None else None
         row["account_window"] = a.window.label() if a is not None else None
         row["account_reserved"] = a.reserved if a is not None else None
+        row.update(_usd_columns(policy.usd_caps_for(key), state))
         rows.append(row)
     return rows
+
+
+def _usd_columns(caps: list[Cap], state: Any) -> dict[str, Any]:
+    """USD_FIELDS of one key: its USD cap and its account's, in USD (ledger: micro-dollars)."""
+    if not caps:
+        return dict.fromkeys(USD_FIELDS)
+    own, acct = state(caps[0]), state(caps[1])
+    return {
+        "cap_usd": to_usd(own.limit),
+        "spent_usd": to_usd(own.spent),
+        "reserved_usd": to_usd(own.reserved),
+        "remaining_usd": to_usd(own.remaining),
+        "window_usd": own.window.label() if own.limit is not None else None,
+        "account_cap_usd": to_usd(acct.limit),
+        "account_spent_usd": to_usd(acct.spent) if acct.limit is not None else None,
+        "account_remaining_usd": to_usd(acct.remaining),
+    }
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -85,7 +107,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     cols = list(FIELDS)
     if any(r.get("account_cap") is not None for r in rows):
         cols += ["account_cap", "account_remaining"]
-    text = [[_cell(r.get(c)) for c in cols] for r in rows]
+    if any(r.get("spent_usd") is not None for r in rows):
+        cols += ["cap_usd", "spent_usd", "remaining_usd"]
+    text = [[_cell(r.get(c), usd=c.endswith("_usd")) for c in cols] for r in rows]
     widths = [max([len(c), *(len(t[i]) for t in text)]) for i, c in enumerate(cols)]
     numeric = [c not in ("account", "key", "window") for c in cols]
 
@@ -99,8 +123,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join([line(cols), *(line(t) for t in text)])
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
+def _cell(value: Any, *, usd: bool = False) -> str:
+    if value is None:
+        return "-"
+    return format_usd(round(value * 1_000_000)) if usd else str(value)
 
 
 async def _snapshot(url: str, caps: list[Cap]) -> list[CapState]:

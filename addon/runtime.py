@@ -15,19 +15,23 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from addon.audit import AuditLog, audit_record
+from addon.fanout import FanoutLimiter
 from addon.ledger import open_ledger, redact
-from addon.ledger.base import HoldInfo, Ledger, LedgerUnavailable
+from addon.ledger.base import HoldInfo, Ledger, LedgerUnavailable, UsageSource
 from addon.meter import Meter
 from addon.metrics import budget_rows, get_metrics
 from addon.options import Settings
 from addon.policy import Policy
+from addon.pricing import to_usd
 from addon.report import report_caps, report_rows
 
 logger = logging.getLogger("seatbelt")
 
 HEARTBEAT_SECONDS = 5.0
+MAX_UNFINISHED = 10000  # settles/releases queued for retry (beyond: maximum hold age)
 # Test-only: shorter leases so a test can watch a hold lapse in seconds, e.g.
 # "lease=1,max_hold=4,heartbeat=0.2". Never silent: every use logs a warning naming it.
 TIMING_ENV = "SEATBELT_TEST_LEDGER_TIMING"
@@ -68,7 +72,11 @@ class Runtime:
     config_error: str | None = None  # set while the addon is not (fully) configured
     audit: AuditLog = field(default_factory=AuditLog)
     meters: dict[str, Meter] = field(default_factory=dict)
+    fanout: FanoutLimiter = field(default_factory=FanoutLimiter)  # max_concurrent / rpm
+    policy_watch: Any = None  # livepolicy.PolicyWatch: polled each tick for file changes
     _tasks: set[asyncio.Task] = field(default_factory=set)
+    # settles/releases a ledger fault interrupted: (ledger, hold_id, action, charge, source)
+    unfinished: list[tuple[Ledger, str, str, int, UsageSource]] = field(default_factory=list)
     _loop_task: asyncio.Task | None = None
     _budget_dirty: bool = False
     _was_up: bool = False
@@ -166,11 +174,16 @@ class Runtime:
         if not held:
             return
         by_hold = {m.hold_id: m for m in self.meters.values() if m.hold_id is not None}
+        by_hold.update({m.usd_hold_id: m for m in self.meters.values() if m.usd_hold_id})
         for info in held:
             meter = by_hold.get(info.hold_id)
-            subjects = dict(s.split(":", 1) for s in info.subjects if ":" in s)
-            logger.warning(f"seatbelt: hold {info.hold_id} of key {subjects.get('key')} "
-                           f"never finished; charged whole ({info.amount}) as orphaned")
+            # A USD hold (addon/money.py): subjects usd:key:ID, amount in micro-dollars.
+            usd = bool(info.subjects) and all(s.startswith("usd:") for s in info.subjects)
+            subjects = dict(s.removeprefix("usd:").split(":", 1) for s in info.subjects
+                            if ":" in s.removeprefix("usd:"))
+            logger.warning(f"seatbelt: {'USD ' if usd else ''}hold {info.hold_id} of key "
+                           f"{subjects.get('key')} never finished; charged whole "
+                           f"({to_usd(info.amount) if usd else info.amount}) as orphaned")
             self.audit.write(audit_record(
                 flow_id=meter.flow_id if meter else f"hold:{info.hold_id}",
                 account=meter.account if meter else subjects.get("account"),
@@ -181,7 +194,7 @@ class Runtime:
                 path=meter.path if meter else None,
                 model=meter.model if meter else None,
                 stream=meter.facts.stream if meter else False,
-                reserved=info.amount,
+                reserved=None if usd else info.amount,
                 prompt_tokens=None,
                 completion_tokens=None,
                 cached_tokens=None,
@@ -194,6 +207,7 @@ class Runtime:
                 ttft_s=None,
                 duration_s=(round(time.time() - info.created, 6)),
                 edits=list(meter.edits) if meter else [],
+                cost_usd=to_usd(info.amount) if usd else None,
             ))
 
     def ensure_background(self) -> None:
@@ -214,6 +228,34 @@ class Runtime:
             return  # not the main thread, or a loop without signal support
         self._sighup_loop = loop
 
+    def defer_finish(self, ledger: Ledger, hold_id: str, action: str, charge: int,
+                     source: UsageSource) -> None:
+        """A settle/release the ledger could not take (a passing fault): retried until it
+        lands. A live proxy keeps its lease, so without this the hold would stay counted
+        until the hard maximum age."""
+        if len(self.unfinished) >= MAX_UNFINISHED:
+            logger.error(f"seatbelt: {MAX_UNFINISHED} unfinished holds queued; hold {hold_id} "
+                         "is left to the maximum hold age")
+            return
+        self.unfinished.append((ledger, hold_id, action, charge, source))
+
+    async def retry_unfinished(self) -> None:
+        """Oldest first; stops at the first failure (LedgerUnavailable to the caller)."""
+        while self.unfinished:
+            ledger, hold_id, action, charge, source = self.unfinished[0]
+            try:
+                if action == "settle":
+                    await ledger.settle(hold_id, charge, source=source)
+                else:
+                    await ledger.release(hold_id)
+            except LedgerUnavailable:
+                raise
+            except Exception:  # never let one bad entry block the queue
+                logger.exception(f"seatbelt: dropping the unfinished {action} of {hold_id}")
+            self.unfinished.pop(0)
+            self.mark_budgets_dirty()
+        self.set_ledger_up(True)
+
     def reopen_audit(self) -> None:
         logger.info(f"seatbelt: SIGHUP: reopening the audit log {self.audit.path or '(off)'}")
         self.audit.reopen()
@@ -225,6 +267,8 @@ class Runtime:
             ticks = getattr(self, "_ticks", 0) + 1
             self._ticks = ticks
             try:
+                if self.policy_watch is not None:
+                    self.policy_watch.poll(self)  # live policy: re-read when the file changed
                 if self.ledger is not None and not self.ledger_open:
                     await self.open_ledger()
                 elif self.ledger is not None and ticks % 5 == 0:
@@ -232,6 +276,8 @@ class Runtime:
                     self.set_ledger_up(True)
                     self.audit_reclaimed(self.ledger)
                     self._budget_dirty = True
+                if self.unfinished and self.ledger_open:
+                    await self.retry_unfinished()
                 if self._budget_dirty:
                     self._budget_dirty = False
                     await self.refresh_budgets()
@@ -288,6 +334,7 @@ class Runtime:
             self._loop_task.cancel()
         if self.ledger is not None and self.ledger_open:
             try:
+                await self.retry_unfinished()  # what is left lapses with our lease
                 await self.ledger.close()
             except LedgerUnavailable:
                 pass

@@ -23,7 +23,7 @@ if _ROOT not in sys.path:
 
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
-from addon import gate, refusals, settlement  # noqa: E402
+from addon import gate, livepolicy, refusals, settlement  # noqa: E402
 from addon.apis import FAMILIES  # noqa: E402
 from addon.commands import SeatbeltCommands  # noqa: E402
 from addon.contentview import LLMView  # noqa: E402
@@ -37,7 +37,7 @@ from addon.options import (  # noqa: E402
     unknown_option_error,
     unknown_options,
 )
-from addon.policy import Policy, PolicyError, load_policy  # noqa: E402
+from addon.policy import Policy, PolicyError  # noqa: E402
 from addon.redact import redact_flow  # noqa: E402
 from addon.runtime import RUNTIME  # noqa: E402
 from addon.scanner import Scanner  # noqa: E402
@@ -57,7 +57,7 @@ class Seatbelt:
         if not any(name in OPTIONS for name in updated) and RUNTIME.policy is not None:
             return
         try:
-            settings, policy = _prepare()
+            settings, policy, seen = _prepare()
         except SettingsError as e:
             self._fail(_one_line(e))
             return
@@ -69,6 +69,7 @@ class Seatbelt:
         RUNTIME.settings = settings
         RUNTIME.policy = policy
         RUNTIME.config_error = None
+        livepolicy.install(RUNTIME, settings.policy_path, seen)
         RUNTIME.ensure_background()
         RUNTIME.mark_policy_changed()
         logger.info(
@@ -120,6 +121,9 @@ class Seatbelt:
         meter = RUNTIME.meters.get(flow.id)
         if meter is None or flow.response is None:
             return
+        # Budget / clamp headers, set before the body starts so streams carry them too.
+        for name, value in meter.headers.items():
+            flow.response.headers[name] = value
         if not 200 <= flow.response.status_code < 300:
             return  # an upstream error: buffered (small), released at the end
         headers = flow.response.headers
@@ -160,18 +164,24 @@ class Seatbelt:
             return None
         return RUNTIME.shutdown(
             # With its flow: a request already sent upstream is charged, never released.
-            lambda meter: settlement.finish(RUNTIME, meter, meter.flow, completed=False)
+            lambda meter: self._finish_at_exit(meter)
         )
 
+    async def _finish_at_exit(self, meter) -> None:
+        await settlement.finish(RUNTIME, meter, meter.flow, completed=False)
+        if meter.flow is not None:
+            self._redact(meter.flow)  # `-w` saves unfinished flows at exit: no credential
 
-def _prepare() -> tuple[Settings, Policy]:
+
+def _prepare() -> tuple[Settings, Policy, livepolicy.Seen]:
     """Read and apply every option; each failure is one line naming its option and the fix."""
     unknown = unknown_options(ctx.options.deferred)
     if unknown:
         raise unknown_option_error(unknown)
     settings = read_settings(ctx.options)
     try:
-        policy = load_policy(settings.policy_path, hashes_only=settings.hashes_only)
+        policy, seen = livepolicy.read_policy(settings.policy_path,
+                                              hashes_only=settings.hashes_only)
     except PolicyError as e:
         raise SettingsError(f"seatbelt_policy: {e}") from None
     try:
@@ -198,7 +208,7 @@ def _prepare() -> tuple[Settings, Policy]:
         RUNTIME.use_ledger(settings.ledger_url)
     except ValueError as e:
         raise SettingsError(f"seatbelt_ledger: {e}") from None
-    return settings, policy
+    return settings, policy, seen
 
 
 def _one_line(error: Exception) -> str:

@@ -7,7 +7,7 @@ import time
 
 from mitmproxy import http
 
-from addon import refusals
+from addon import money, pricing, refusals
 from addon.apis.base import Route
 from addon.audit import audit_record
 from addon.contentview import shown_body
@@ -30,6 +30,8 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
     if not meter.claim():
         return
     rt.meters.pop(meter.flow_id, None)
+    if meter.fanout_key is not None:
+        rt.fanout.release(meter.fanout_key)  # max_concurrent: this request is over
     response = flow.response if flow is not None else None
     status = response.status_code if response is not None else None
     if meter.scanner is not None:
@@ -44,14 +46,21 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
                     meter.hold_id, result.charge, source=result.source
                 )
                 overrun = settlement.overrun
+                if settlement.already_final:  # an operator released it meanwhile
+                    await money.charge_after_release(meter.ledger, meter.caps, result.charge,
+                                                     meter.hold_id)
             else:
                 await meter.ledger.release(meter.hold_id)
         except LedgerUnavailable as e:
-            # The hold stays in the ledger and is charged as orphaned when its lease lapses:
-            # never free, never lost.
+            # The hold stays counted (never free, never lost); the background task retries
+            # this finish until the ledger takes it (a dead proxy's: orphaned at lease end).
             rt.set_ledger_up(False, str(e))
-            logger.error(f"seatbelt: could not finish flow {meter.flow_id}: {e}")
+            rt.defer_finish(meter.ledger, meter.hold_id, result.action, result.charge,
+                            result.source)
+            logger.error(f"seatbelt: could not finish flow {meter.flow_id} yet (retried): {e}")
         rt.mark_budgets_dirty()
+    cost, usd_overrun = await money.finish_usd(rt, meter, result)  # the USD hold, if any
+    overrun = overrun or usd_overrun
 
     end = time.monotonic()
     scanner = meter.scanner
@@ -71,8 +80,9 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
         usage_source=result.source,
         overrun=overrun,
     )
+    get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
     write_audit(rt, meter, result, status=_client_status(flow, result), overrun=overrun, ttft=ttft,
-                duration=duration)
+                duration=duration, cost_usd=pricing.to_usd(cost))
     if flow is not None:
         flow.comment = comment_for(meter, result, overrun)
         if scanner is not None and response is not None and not response.raw_content:
@@ -115,7 +125,8 @@ def comment_for(meter: Meter, result: Outcome, overrun: bool) -> str:
 
 
 def write_audit(rt: Runtime, meter: Meter, result: Outcome, *, status: int | None,
-                overrun: bool, ttft: float | None, duration: float) -> None:
+                overrun: bool, ttft: float | None, duration: float,
+                cost_usd: float | None = None) -> None:
     usage = result.usage
     rt.audit.write(
         audit_record(
@@ -141,6 +152,7 @@ def write_audit(rt: Runtime, meter: Meter, result: Outcome, *, status: int | Non
             ttft_s=round(ttft, 6) if ttft is not None else None,
             duration_s=round(duration, 6),
             edits=list(meter.edits),
+            cost_usd=cost_usd,
         )
     )
 

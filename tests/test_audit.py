@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from addon.audit import AUDIT_FIELDS, AuditLog, audit_record, format_ts
+from addon.audit import AUDIT_FIELDS, EXTRA_FIELDS, AuditLog, audit_record, format_ts
 
 CONTRACT_ORDER = (
     "ts", "flow_id", "account", "key", "credential_fp", "provider", "host", "path", "model",
@@ -35,7 +35,9 @@ def fields(**over) -> dict:
 def test_fields_follow_the_contract_in_order():
     assert CONTRACT_ORDER == AUDIT_FIELDS
     rec = audit_record(ts=0.0, **fields())
-    assert tuple(rec) == AUDIT_FIELDS
+    assert tuple(rec) == AUDIT_FIELDS + EXTRA_FIELDS  # extras only after the contract's
+    assert rec["cost_usd"] is None
+    assert audit_record(ts=0.0, cost_usd=0.0123, **fields())["cost_usd"] == 0.0123
     assert rec["ts"] == "1970-01-01T00:00:00.000Z"
 
 
@@ -101,7 +103,7 @@ def test_one_compact_line_per_record_appended(tmp_path):
     recs = [json.loads(line) for line in lines[:-1]]
     assert [r["flow_id"] for r in recs] == ["a", "b", "c"]
     assert recs[1]["model"] == "modèle\nx"
-    assert all(tuple(r) == AUDIT_FIELDS for r in recs)
+    assert all(tuple(r) == AUDIT_FIELDS + EXTRA_FIELDS for r in recs)
     assert ", " not in lines[0] and '": ' not in lines[0]  # compact separators
 
 

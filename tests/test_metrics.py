@@ -70,12 +70,16 @@ CONTRACT = {
     "seatbelt_remaining_tokens": ("gauge", {"account", "key"}),
     "seatbelt_settlements": ("counter", {"usage_source", "overrun"}),
     "seatbelt_ledger_up": ("gauge", set()),
+    "seatbelt_shadow_refusals": ("counter", {"account", "key", "outcome"}),  # shadow mode
+    "seatbelt_spend_usd": ("counter", {"account", "key"}),  # extension: USD budgets
 }
 
 
 def test_names_types_and_labels_match_the_contract(met):
     finish(met)
     met.refused(account="research", key="agent-zero", outcome="refused_quota")
+    met.shadow_refused(account="research", key="agent-zero", outcome="refused_rate")
+    met.spent_usd(account="research", key="agent-zero", usd=0.25)
     met.set_budgets([BudgetRow("research", "agent-zero", 1000, 150, 10, 840)])
     met.set_ledger_up(True)
     families = {
@@ -387,3 +391,12 @@ def test_ipv6_loopback(server):
     host, port = srv.bound
     assert host == "::1"
     assert get(("::1", port), "/healthz") == (200, "ok\n")
+
+
+def test_spend_usd_counts_only_what_was_charged(met):
+    met.spent_usd(account="research", key="agent-zero", usd=0.125)
+    met.spent_usd(account="research", key="agent-zero", usd=0.0)  # released
+    met.spent_usd(account="research", key="agent-zero", usd=None)  # unpriced model
+    value = met.registry.get_sample_value(
+        "seatbelt_spend_usd_total", {"account": "research", "key": "agent-zero"})
+    assert value == 0.125

@@ -13,7 +13,7 @@ from addon.ledger import open_ledger
 from addon.ledger.base import CapState, Window
 from addon.metrics import ACCOUNT_KEY, BudgetRow, budget_rows
 from addon.policy import load_policy
-from addon.report import FIELDS, format_table, main, report_caps, report_rows
+from addon.report import FIELDS, USD_FIELDS, format_table, main, report_caps, report_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def test_rows_negative_remaining_and_uncapped_null(policy):
         "account": "research", "key": "agent-zero", "window": "rolling:3600", "cap": 100,
         "spent": 150, "reserved": 5, "remaining": -55, "account_cap": 1000,
         "account_spent": 450, "account_remaining": 525, "account_window": "balance",
-        "account_reserved": 25,
+        "account_reserved": 25, **dict.fromkeys(USD_FIELDS),  # no USD cap: USD columns null
     }
     assert (one["cap"], one["spent"], one["reserved"], one["remaining"]) == (None, 300, 20, None)
     assert one["window"] == "balance" and one["account_remaining"] == 525
@@ -89,6 +89,9 @@ def test_rows_without_an_account_cap():
 
         def caps_for(self, key):
             return [Cap("key:k", 10, Window("monthly"))]
+
+        def usd_caps_for(self, key):
+            return []
 
     (row,) = report_rows(Policy(), [state("key:k", 4, 1)])
     assert row["window"] == "monthly" and row["remaining"] == 5

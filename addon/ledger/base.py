@@ -158,6 +158,17 @@ class Ledger(abc.ABC):
         """Renew this owner's lease and reclaim holds whose owner's lease lapsed or whose
         hard maximum age passed (charged whole as `orphaned`). Returns how many were reclaimed."""
 
+    @abc.abstractmethod
+    async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
+        """An operator's signed correction of `cap.subject`'s settled spend in its current
+        window; returns the window's spend after it. Holds are not touched.
+
+        A positive delta is charged to the current bucket. A negative one first cancels
+        spend inside the window, newest bucket first, never taking a bucket below zero;
+        whatever is left of it is credit (negative spend) in the current bucket. So
+        `adjust(cap, -spent)` is a reset (nothing credited) and a larger negative delta
+        is a top-up (on a rolling window the credit lasts one window length)."""
+
     async def ping(self) -> bool:
         """True when the backend answers (readiness)."""
         try:

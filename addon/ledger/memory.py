@@ -156,6 +156,15 @@ class MemoryLedger(Ledger):
         if hold is not None and hold.orphaned_at is not None:
             store.charge(hold, -hold.amount)  # never sent after all: refund the orphan charge
 
+    async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
+        w.check_adjust(cap, delta)
+        store = self._writable()
+        now = self._clock() if now is None else now
+        _, rows = store.spent(cap, now)
+        for bucket, change in w.plan_adjust(cap.window, rows, delta, now):
+            store.add(cap.subject, bucket, change, w.prune_after(cap.window, bucket))
+        return store.spent(cap, now)[0]
+
     async def snapshot(self, caps: Sequence[Cap], *, now: float | None = None) -> list[CapState]:
         now = self._clock() if now is None else now
         store = self._store

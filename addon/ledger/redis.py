@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 TEST_CLOCK_ENV = "SEATBELT_TEST_CLOCK"
-SCRIPTS = ("reserve", "finish", "heartbeat", "close", "snapshot", "holds", "digest")
+SCRIPTS = ("reserve", "finish", "heartbeat", "close", "snapshot", "holds", "digest", "adjust")
 MAX_PENDING = 10000  # unanswered settles/releases kept for retry (beyond: lease/max-age)
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]+")
 _SCRIPT_DIR = Path(__file__).with_name("redis_scripts")
@@ -314,6 +314,16 @@ class RedisLedger(Ledger):
     async def _retry_pending(self) -> None:
         for hold_id, (mode, actual) in list(self._pending.items()):
             await self._finish(hold_id, mode, actual)
+
+    async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
+        w.check_adjust(cap, delta)
+        self._writable()
+        reply = await self._run(
+            "adjust",
+            [self._k("spend", cap.subject)],
+            [self._now(now), cap.window.kind, str(cap.window.seconds or 0), str(delta)],
+        )
+        return int(reply)
 
     async def snapshot(self, caps: Sequence[Cap], *, now: float | None = None) -> list[CapState]:
         when = self._now(now)

@@ -367,6 +367,25 @@ class SqliteLedger(Ledger):
 
         await self._run(body, write=True)
 
+    async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
+        w.check_adjust(cap, delta)
+        self._writable()
+        now = self._clock() if now is None else now
+        start = w.window_start(cap.window, now)
+        start = NO_START if start is None else start
+
+        def body(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(SQL_ROWS, (cap.subject, start)).fetchall()
+            conn.executemany(SQL_ADD, [
+                (cap.subject, bucket, change, w.prune_after(cap.window, bucket))
+                for bucket, change in w.plan_adjust(cap.window, rows, delta, now)
+            ])
+            return int(conn.execute(SQL_SPENT, (cap.subject, start)).fetchone()[0])
+
+        result = await self._run(body, write=True)
+        assert result is not None
+        return result
+
     async def snapshot(self, caps: Sequence[Cap], *, now: float | None = None) -> list[CapState]:
         now = self._clock() if now is None else now
 

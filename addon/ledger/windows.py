@@ -223,3 +223,39 @@ def prune_after(window: Window, bucket: int) -> float | None:
         return None
     assert window.seconds is not None
     return expiry + window.seconds
+
+
+def check_adjust(cap: Cap, delta: int) -> None:
+    """An operator adjustment names one subject, a valid window and a whole signed amount."""
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise ValueError(f"adjustment must be an integer, got {delta!r}")
+    if not isinstance(cap.subject, str) or not cap.subject:
+        raise ValueError("adjustment needs a subject")
+    validate_window(cap.window)
+
+
+def plan_adjust(
+    window: Window, buckets: Iterable[tuple[int, int]], delta: int, now: float
+) -> list[tuple[int, int]]:
+    """(bucket, change) rows that apply `delta` (see Ledger.adjust): a negative delta
+    cancels in-window spend newest bucket first, down to zero per bucket; the rest (and
+    any positive delta) goes to the current bucket."""
+    changes: list[tuple[int, int]] = []
+    if delta < 0:
+        rows = sorted((b for b in buckets if in_window(window, b[0], now) and b[1] > 0),
+                      reverse=True)
+        for bucket, tokens in rows:
+            if delta == 0:
+                break
+            take = min(tokens, -delta)
+            changes.append((bucket, -take))
+            delta += take
+    if delta:
+        current = bucket_of(window, now)
+        for i, (bucket, change) in enumerate(changes):
+            if bucket == current:
+                changes[i] = (bucket, change + delta)
+                break
+        else:
+            changes.append((current, delta))
+    return changes
