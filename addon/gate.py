@@ -14,8 +14,7 @@ from mitmproxy import http
 
 from addon import budgetheaders, estimate, money, operating, refusals
 from addon.apis import route_request
-from addon.apis.base import BadRequestBody, Route
-from addon.apis.openai import UnmeteredRequest
+from addon.apis.base import BadRequestBody, Route, UnmeteredRequest
 from addon.auth import find_credential
 from addon.decoding import BodyTooLarge as DecodedTooLarge
 from addon.decoding import decode_request_body

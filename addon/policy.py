@@ -43,7 +43,7 @@ import yaml
 from addon import access as access_mod
 from addon.access import NO_ACCESS, Access
 from addon.apis import API_PATHS, NOT_AN_API
-from addon.apis.openai import norm_path
+from addon.apis.fields import norm_path
 from addon.ledger.base import Cap, Window
 from addon.pricing import PRICE_FIELDS, Price, PriceError, make_price, usd_to_micro
 

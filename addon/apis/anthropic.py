@@ -19,7 +19,7 @@ from addon.apis.base import (
     Usage,
     UsageReader,
 )
-from addon.apis.openai import (
+from addon.apis.fields import (
     JSON_STRING,
     READ_ONLY,
     norm_path,

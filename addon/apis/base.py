@@ -23,6 +23,13 @@ class BadRequestBody(ValueError):
     """The request body on an LLM route cannot be read unambiguously (-> 400)."""
 
 
+class UnmeteredRequest(BadRequestBody):
+    """A request on a metered route whose cost seatbelt cannot see (a `background: true`
+    response): the gate answers it as an `unmetered` endpoint (contract §4). It is a
+    BadRequestBody so that any caller unaware of it still refuses (400): never forwarded
+    unmetered by accident."""
+
+
 @dataclass(frozen=True)
 class Route:
     """Which API a request belongs to. Routing is by shape (method + path), never by host."""

@@ -28,7 +28,7 @@ from addon.apis.base import (
     Usage,
     UsageReader,
 )
-from addon.apis.openai import JSON_STRING, READ_ONLY, norm_path, read_limit, read_model, usage_field
+from addon.apis.fields import JSON_STRING, READ_ONLY, norm_path, read_limit, read_model, usage_field
 
 # Chat content, generate's `response`, thinking text and tool-call function names.
 OUTPUT_TEXT = re.compile(rb'"(?:content|response|thinking|name)"\s*:\s*' + JSON_STRING)

@@ -4,109 +4,41 @@ Routing is by path shape under any prefix (`/v1/chat/completions`, `/openai/v1/.
 `/api/v1/...`, `/chat/completions`, Azure `/openai/deployments/{d}/...`), never by host,
 so a self-hosted vLLM behind any base URL is metered like api.openai.com.
 
-The helpers at the top (`norm_path`, `read_limit`, ...) are shared by the other
-families: they are the rules every family reads request fields by.
+The field-reading rules shared by every family live in `fields.py`.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from typing import Any, Mapping
 from urllib.parse import unquote
 
 from addon.apis.base import (
     ApiFamily,
-    BadRequestBody,
     ErrorShape,
     Framing,
     RequestFacts,
     Route,
     Usage,
     UsageReader,
-    count,
+)
+from addon.apis.fields import (
+    JSON_STRING,
+    READ_ONLY,
+    norm_path,
+    read_bool,
+    read_limit,
+    read_model,
+    read_multiplier,
+    sub,
+    usage_field,
 )
 
 # Generated text in a response: message/delta content, legacy completions text, tool-call
 # arguments, refusals and the reasoning text some servers stream (vLLM, Ollama).
-# The string pattern is the "unrolled loop" form, which sre matches much faster.
-JSON_STRING = rb'"([^"\\]*(?:\\.[^"\\]*)*)"'
 OUTPUT_TEXT = re.compile(
     rb'"(?:content|text|arguments|re(?:fusal|asoning(?:_content)?))"\s*:\s*' + JSON_STRING
 )
-READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class UnmeteredRequest(BadRequestBody):
-    """A request on a metered route whose cost seatbelt cannot see (a `background: true`
-    response): the gate answers it as an `unmetered` endpoint (contract §4). It is a
-    BadRequestBody so that any caller unaware of it still refuses (400): never forwarded
-    unmetered by accident."""
-
-
-def norm_path(path: str) -> str:
-    """The path as routing sees it: no query, percent-decoded, dot segments resolved,
-    no duplicate or trailing slash, lowercase. Lenient on purpose: a spelling an
-    upstream might still accept must not slip past the meter."""
-    p = unquote(path.split("?", 1)[0])
-    p = posixpath.normpath("/" + p.lstrip("/"))
-    return p.rstrip("/").lower() or "/"
-
-
-def read_model(body: Mapping[str, Any], default: str | None = None) -> str | None:
-    model = body.get("model")
-    if model is None:
-        return default
-    if not isinstance(model, str):
-        raise BadRequestBody("model must be a string")
-    return model
-
-
-def read_bool(body: Mapping[str, Any], name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequestBody(f"{name} must be a boolean")
-    return value
-
-
-def read_limit(body: Mapping[str, Any], name: str) -> int | None:
-    """An output limit: absent or null -> None; else a non-negative integer below 2**53."""
-    value = body.get(name)
-    if value is None:
-        return None
-    n = count(value)
-    if n is None:
-        raise BadRequestBody(f"{name} must be a non-negative integer")
-    return n
-
-
-def read_multiplier(body: Mapping[str, Any], name: str) -> int:
-    """n / best_of / candidateCount: absent or null -> 1; else a positive integer."""
-    value = body.get(name)
-    if value is None:
-        return 1
-    n = count(value)
-    if n is None or n < 1:
-        raise BadRequestBody(f"{name} must be a positive integer")
-    return n
-
-
-def usage_field(obj: Mapping[str, Any], name: str, reader: UsageReader) -> int | None:
-    """One usage number: absent/null -> None; absurd -> None and the reader flagged."""
-    value = obj.get(name)
-    if value is None:
-        return None
-    n = count(value)
-    if n is None:
-        reader.invalid = f"{name}: {str(value)[:40]!r} is not a token count"
-    return n
-
-
-def sub(obj: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = obj.get(name)
-    return value if isinstance(value, dict) else {}
 
 
 def provider_of(deployment: str | None, headers: Mapping[str, str]) -> str:

@@ -15,19 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from addon.apis.base import RequestFacts, Route, UsageReader
-from addon.apis.openai import (
-    JSON_STRING,
-    READ_ONLY,
-    OpenAI,
-    OpenAIUsageReader,
-    UnmeteredRequest,
-    norm_path,
-    provider_of,
-    read_bool,
-    read_limit,
-    read_model,
-)
+from addon.apis.base import RequestFacts, Route, UnmeteredRequest, UsageReader
+from addon.apis.fields import JSON_STRING, READ_ONLY, norm_path, read_bool, read_limit, read_model
+from addon.apis.openai import OpenAI, OpenAIUsageReader, provider_of
 
 # Streamed output: output_text / refusal / reasoning / function-call argument deltas.
 DELTA_TEXT = re.compile(rb'"delta"\s*:\s*' + JSON_STRING)

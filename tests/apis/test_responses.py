@@ -9,8 +9,7 @@ import pytest
 
 from addon import estimate
 from addon.apis import route_request
-from addon.apis.base import BadRequestBody, ErrorShape, Usage
-from addon.apis.openai import UnmeteredRequest
+from addon.apis.base import BadRequestBody, ErrorShape, UnmeteredRequest, Usage
 from addon.apis.responses import Responses
 from addon.scanner import Scanner
 from tests.apis.test_openai import sse_objects
