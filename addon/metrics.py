@@ -165,7 +165,6 @@ class Metrics:
             "(enforce: false), by the outcome they would have had.", (*ak, "outcome"),
             registry=r,
         )
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._budget_lock = threading.Lock()
         self._budget_labels: dict[Gauge, set[tuple[str, str]]] = {
             g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining)
@@ -188,37 +187,24 @@ class Metrics:
     ) -> None:
         """A request that was dispatched has ended and been settled (or released)."""
         account, key, provider, model = clip(account), clip(key), clip(provider), clip(model)
-        child = self._child
-        ak, pm = (account, key), (provider, model)
-        child(self.requests, (account, key, clip(outcome))).inc()
-        child(self.settlements, (clip(usage_source), "true" if overrun else "false")).inc()
+        self.requests.labels(account, key, clip(outcome)).inc()
+        self.settlements.labels(clip(usage_source), "true" if overrun else "false").inc()
         if usage_source in CHARGED_SOURCES:
             p = max(prompt_tokens or 0, 0)
             c = max(completion_tokens or 0, 0)
             if prompt_tokens is not None or completion_tokens is not None:
-                child(self.spend, ak).inc(p + c)
-                child(self.spend_prompt, ak).inc(p)
-                child(self.spend_completion, ak).inc(c)
-                child(self.prompt_tokens, pm).inc(p)
-                child(self.completion_tokens, pm).inc(c)
+                self.spend.labels(account, key).inc(p + c)
+                self.spend_prompt.labels(account, key).inc(p)
+                self.spend_completion.labels(account, key).inc(c)
+                self.prompt_tokens.labels(provider, model).inc(p)
+                self.completion_tokens.labels(provider, model).inc(c)
         if ttft_s is not None and ttft_s >= 0:
-            child(self.ttft, pm).observe(ttft_s)
+            self.ttft.labels(provider, model).observe(ttft_s)
         if duration_s is not None and duration_s >= 0:
-            child(self.duration, pm).observe(duration_s)
+            self.duration.labels(provider, model).observe(duration_s)
         tps = tokens_per_second(completion_tokens, ttft_s, duration_s)
         if tps is not None:
-            child(self.tps, pm).observe(tps)
-
-    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        """metric.labels(*labels), remembered: labels() validates and locks on every call
-        (~2 us, ten times per request). Only for series that are never removed (not the
-        budget gauges); label values are bounded by design, the cache too."""
-        found = self._children.get((metric, labels))
-        if found is None:
-            found = metric.labels(*labels)
-            if len(self._children) < 10_000:
-                self._children[(metric, labels)] = found
-        return found
+            self.tps.labels(provider, model).observe(tps)
 
     def spent_usd(self, *, account: str, key: str, usd: float | None) -> None:
         """USD charged by one finished request (None: unpriced model; 0: released)."""

@@ -26,18 +26,29 @@ DOC_HEAD = 1 << 20  # a JSON document up to this size is parsed whole
 DOC_TAIL = 256 << 10  # beyond it, usage is looked for in this last window
 TEXT_CARRY = 64 << 10  # output text of a big document: the most kept for a straddling match
 HOLD_LIMIT = 64 << 10  # hiding: the most held back for an incomplete frame
+BATCH = 32 << 10  # after the first output: scan chunks once this many bytes are waiting
 ERROR_KEY = b'"error"'
 
 _ERROR_FIELD = re.compile(rb"(?:^|(?<=\n))error:")  # llama.cpp's SSE `error:` field
 _JSON_KEY = re.compile(rb'^"[^"\\]+"$')
 
 
+_MARKER_RX: dict[bytes, re.Pattern[bytes]] = {}
+
+
 def _marker_rx(marker: bytes) -> re.Pattern[bytes]:
     """A marker that is a JSON key only counts when its value is not null: OpenAI-style
-    streams send `"usage":null` in every chunk, which is never worth parsing."""
-    if _JSON_KEY.match(marker):
-        return re.compile(re.escape(marker) + rb"\s*:\s*(?!null)")
-    return re.compile(re.escape(marker))
+    streams send `"usage":null` in every chunk, which is never worth parsing.
+    (Remembered per marker: a scanner is made per response.)"""
+    rx = _MARKER_RX.get(marker)
+    if rx is None:
+        if _JSON_KEY.match(marker):
+            rx = re.compile(re.escape(marker) + rb"\s*:\s*(?!null)")
+        else:
+            rx = re.compile(re.escape(marker))
+        if len(_MARKER_RX) < 256:
+            _MARKER_RX[marker] = rx
+    return rx
 
 
 def _decoded_len(raw: bytes) -> int:
@@ -167,17 +178,27 @@ class _LineFramer(_Framer):
         if not self.sse:
             i = buf.find(b"\n", start)
             return i + 1 if i >= 0 else -1
-        a = buf.find(b"\n\n", start)
-        b = buf.find(b"\n\r\n", start)
-        ends = [x for x in (a + 2 if a >= 0 else -1, b + 3 if b >= 0 else -1) if x >= 0]
-        return min(ends) if ends else -1
+        # Line by line: searching for each separator kind on its own scanned to the end
+        # of the batch for the kind a stream does not use (quadratic over many frames).
+        n = len(buf)
+        j = buf.find(b"\n", start)
+        while j >= 0:
+            if j + 1 < n and buf[j + 1] == 10:  # \n\n
+                return j + 2
+            if j + 2 < n and buf[j + 1] == 13 and buf[j + 2] == 10:  # \n\r\n
+                return j + 3
+            j = buf.find(b"\n", j + 1)
+        return -1
 
     def _frame_start(self, buf: bytes, i: int) -> int:
         if not self.sse:
             return buf.rfind(b"\n", 0, i) + 1
-        a = buf.rfind(b"\n\n", 0, i)
-        b = buf.rfind(b"\n\r\n", 0, i)
-        return max(a + 2 if a >= 0 else 0, b + 3 if b >= 0 else 0)
+        j = buf.rfind(b"\n", 0, i)  # the last \n of a separator ending at or before i
+        while j > 0:
+            if buf[j - 1] == 10 or (j > 1 and buf[j - 1] == 13 and buf[j - 2] == 10):
+                return j + 1
+            j = buf.rfind(b"\n", 0, j)
+        return 0
 
     def feed(self, data: bytes) -> None:
         if self.big is not None:
@@ -188,7 +209,7 @@ class _LineFramer(_Framer):
         buf = self.pending + data if self.pending else data
         if self.sse:
             a = buf.rfind(b"\n\n")
-            b = buf.rfind(b"\n\r\n")
+            b = buf.rfind(b"\n\r\n", max(a, 0))  # only one after `a` can end later
             cut = a + 2 if a > b else (b + 3 if b >= 0 else 0)  # past the last separator
         else:
             cut = buf.rfind(b"\n") + 1
@@ -371,7 +392,7 @@ class Scanner:
         # only deltas in streams, and the whole text of a buffered body with this pattern.
         self.doc_rx: re.Pattern[bytes] = getattr(family, "document_text", None) or self.out_rx
         self.output_seen = False
-        self.output_chars = 0
+        self._chars = 0  # output characters counted so far (see output_chars)
         self.first_output_at: float | None = None
         self.bytes_in = 0
         self.ended = False
@@ -399,6 +420,13 @@ class Scanner:
             and self._decoder.identity
             and self._decoder.error is None
         )
+        self._batch: list[bytes] = []  # chunks received after the first output, not scanned
+        self._batched = 0  # their length
+        # Text counting of SSE/NDJSON regions that are wholly in the kept copy is deferred
+        # until output_chars is read: with reported usage nobody reads it on the hot path.
+        # Edges (stream offsets) of those regions, contiguous; only for unedited raw bytes.
+        self._deferred: list[int] = []
+        self._defer_text = self._identity and not self._hide
         self._held = bytearray()  # hiding: bytes received, not yet returned
         self._held_at = 0  # stream offset of _held[0]
         self._safe = 0  # stream offset up to which frames are complete
@@ -409,6 +437,20 @@ class Scanner:
     @property
     def usage(self) -> Usage:
         return self.reader.usage
+
+    @property
+    def output_chars(self) -> int:
+        """Characters of output text. Regions whose counting was deferred (see _region)
+        are counted now, from the kept copy, on the first read."""
+        edges = self._deferred
+        if len(edges) > 1:
+            self._deferred = []
+            kept = self._kept
+            for a, b in zip(edges, edges[1:]):
+                found = self._findall(kept, a, b)
+                if found:
+                    self._count(b"".join(found))
+        return self._chars
 
     @property
     def usage_invalid(self) -> str | None:
@@ -441,19 +483,37 @@ class Scanner:
             out = self._hide_feed(chunk)
             self._keep(out)
             return out if out else []  # never b"" mid-stream: it would end the body
-        if len(self._kept) < self.keep_limit:
+        kept = self._kept
+        if len(kept) + len(chunk) <= self.keep_limit:
+            kept += chunk
+        elif len(kept) < self.keep_limit:
             self._keep(chunk)
         else:
             self.kept_truncated = True
         if self.scan_error is None:
-            try:
-                if self._identity:
-                    self._framer.feed(chunk)
-                else:
-                    self._decoder.feed(chunk)
-            except Exception as e:  # never let a scanning bug touch the stream
-                self._fail(e)
+            data = chunk
+            if self.output_seen:
+                # The first output's time is taken: from here on, chunks (one per token
+                # with most servers) are scanned in batches, which costs a fraction of
+                # scanning each on its own. Nothing reads the results before finish().
+                self._batch.append(chunk)
+                self._batched += len(chunk)
+                if self._batched < BATCH:
+                    return chunk
+                data = b"".join(self._batch)
+                self._batch.clear()
+                self._batched = 0
+            self._scan(data)
         return chunk
+
+    def _scan(self, data: bytes) -> None:
+        try:
+            if self._identity:
+                self._framer.feed(data)
+            else:
+                self._decoder.feed(data)
+        except Exception as e:  # never let a scanning bug touch the stream
+            self._fail(e)
 
     def finish(self) -> None:
         """Flush decoding and the last frame; idempotent. Also called on flow errors."""
@@ -463,6 +523,9 @@ class Scanner:
         if self.ended:
             return b""
         self.ended = True
+        if self._batch and self.scan_error is None:
+            self._scan(b"".join(self._batch))
+            self._batch.clear()
         try:
             if self.scan_error is None:
                 self._decoder.finish()
@@ -533,9 +596,9 @@ class Scanner:
             self.output_seen = True
             self.first_output_at = self.clock()
         if raw.isascii() and b"\\" not in raw:
-            self.output_chars += len(raw)
+            self._chars += len(raw)
         else:
-            self.output_chars += _decoded_len(raw)
+            self._chars += _decoded_len(raw)
 
     def _text(self, data: bytes, rx: re.Pattern[bytes] | None = None) -> None:
         found = rx.findall(data) if rx is not None else self._findall(data)
@@ -548,9 +611,18 @@ class Scanner:
 
     def _region(self, region: bytes, base: int, framer: _LineFramer, last: bool = False) -> None:
         """A batch of complete SSE events / NDJSON lines starting at stream offset base."""
-        found = self._findall(region)
-        if found:
-            self._count(found[0] if len(found) == 1 else b"".join(found))
+        deferred = self._deferred
+        end = base + len(region)
+        if (self._defer_text and self.output_seen and end <= len(self._kept)
+                and (not deferred or deferred[-1] == base)):
+            # The first output's time is taken; counting the rest can wait (output_chars).
+            if not deferred:
+                deferred.append(base)
+            deferred.append(end)
+        else:
+            found = self._findall(region)
+            if found:
+                self._count(found[0] if len(found) == 1 else b"".join(found))
         hits: list[int] | None = None
         for k, (lit, rx) in enumerate(self._markers):
             # `in` runs at memory speed, the regex (which skips `"usage":null`) at half

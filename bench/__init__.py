@@ -1,0 +1,1 @@
+"""Benchmarks: `./run.sh bench` (python -m bench). See bench/__main__.py."""

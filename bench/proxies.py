@@ -1,0 +1,206 @@
+"""The processes under test: the fast upstream and mitmdump in three configurations.
+
+- `plain`: mitmdump, reverse mode, a no-op addon (bench/noop_addon.py);
+- `passthrough`: mitmdump with a stream callable that returns each chunk unchanged
+  (bench/passthrough_addon.py): the fair baseline for a streaming proxy;
+- `seatbelt`: mitmdump with addon/seatbelt.py: auth, reserve, scan, settle, SQLite ledger,
+  Prometheus metrics and the audit log all on.
+
+All three run at once (an idle mitmdump costs next to nothing), so rounds can alternate
+between them. With 2+ CPUs the proxies share CPU 0 and the upstream and wrk CPU 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from bench.wrk import pin
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+CONFIGS = ("plain", "passthrough", "seatbelt")
+# A diagnostic extra (`--memory-ledger`): seatbelt with the in-memory ledger, which shows
+# how much of seatbelt's cost is the durable SQLite ledger.
+EXTRA_CONFIGS = ("seatbelt-memory",)
+MODEL = "gpt-4o-mini"
+HUGE_CAP = 10**15  # never refuses: the bench measures the admitted path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_plan(enabled: bool = True) -> tuple[set[int] | None, set[int] | None]:
+    """(proxy CPUs, load CPUs): proxy alone on one core, upstream and wrk on another."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None, None
+    if not enabled or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def mitmdump_binary() -> str:
+    return os.environ.get("SEATBELT_MITMDUMP") or str(Path(sys.executable).with_name("mitmdump"))
+
+
+def policy_yaml(fingerprint: str) -> str:
+    return f"""version: 1
+require_auth: true
+fallback_max_output: 4096
+models:
+  {MODEL}: {{max_output: 16384}}
+accounts:
+  bench: {{cap: {HUGE_CAP}, window: balance}}
+keys:
+  - id: bench
+    account: bench
+    credential_sha256: {fingerprint}
+    cap: {HUGE_CAP}
+    window: {{rolling: 3600}}
+"""
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (Linux /proc), 0 when unknown."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _wait(name: str, proc: subprocess.Popen, log: Path, probe, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode}): {_tail(log)}")
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            if probe():
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} not ready after {timeout:.0f} s: {_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-1500:]
+    except OSError:
+        return "(no log)"
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def start_upstream(workdir: Path, cpus: set[int] | None) -> Proc:
+    port = free_port()
+    log = workdir / "upstream.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.upstream", "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("wb"), stdin=subprocess.DEVNULL,
+        preexec_fn=pin(cpus),
+    )
+    _wait("upstream", proc, log, lambda: _get(f"http://127.0.0.1:{port}/") == 200)
+    return Proc("upstream", port, proc, log)
+
+
+def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None) -> Proc:
+    """Start one mitmdump configuration; returns when it forwards (seatbelt: /readyz)."""
+    port = free_port()
+    d = workdir / config
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / "mitmdump.log"
+    cmd = [mitmdump_binary(), "-q", "--mode", f"reverse:http://127.0.0.1:{upstream}",
+           "--listen-host", "127.0.0.1", "-p", str(port)]
+    extra: dict[str, str] = {}
+    if config == "plain":
+        cmd += ["-s", str(BENCH / "noop_addon.py")]
+    elif config == "passthrough":
+        cmd += ["-s", str(BENCH / "passthrough_addon.py")]
+    elif config in ("seatbelt", "seatbelt-memory"):
+        credential = "sk-bench-" + secrets.token_hex(16)
+        fp = hashlib.sha256(credential.encode()).hexdigest()
+        (d / "policy.yaml").write_text(policy_yaml(fp))
+        metrics = free_port()
+        extra = {"credential": credential, "metrics": str(metrics),
+                 "audit": str(d / "audit.jsonl"), "ledger": str(d / "ledger.db")}
+        cmd += ["-s", str(REPO / "addon" / "seatbelt.py"),
+                "--set", f"seatbelt_policy={d / 'policy.yaml'}",
+                "--set", "seatbelt_ledger=" + (f"sqlite:///{d / 'ledger.db'}"
+                                               if config == "seatbelt" else "memory://"),
+                "--set", f"seatbelt_metrics=127.0.0.1:{metrics}",
+                "--set", f"seatbelt_audit={d / 'audit.jsonl'}"]
+    else:
+        raise ValueError(f"unknown proxy configuration {config!r}")
+    proc = subprocess.Popen(cmd, cwd=d, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, preexec_fn=pin(cpus))
+    if "metrics" in extra:
+        url = f"http://127.0.0.1:{extra['metrics']}/readyz"
+    else:
+        url = f"http://127.0.0.1:{port}/"
+    _wait(config, proc, log, lambda: _get(url) == 200)
+    return Proc(config, port, proc, log, extra)
+
+
+@contextlib.contextmanager
+def started(configs: tuple[str, ...], upstream: int, workdir: Path,
+            cpus: set[int] | None) -> Iterator[dict[str, Proc]]:
+    procs: dict[str, Proc] = {}
+    try:
+        for c in configs:
+            procs[c] = start_proxy(c, upstream, workdir, cpus)
+        yield procs
+    finally:
+        for p in procs.values():
+            p.stop()
+
+
+def auth_headers(proc: Proc) -> dict[str, str]:
+    """Headers every benchmark request sends; the credential only matters to seatbelt,
+    but all configurations get the same bytes."""
+    credential = proc.extra.get("credential", "sk-bench-baseline-" + "0" * 23)
+    return {"Authorization": f"Bearer {credential}"}

@@ -1,0 +1,188 @@
+"""Results -> the table printed by `./run.sh bench`, bench/results.md and the README block.
+
+Pure functions over the result dict the harness builds (tests/test_bench_smoke.py runs
+them on a hand-made result), so the README table is generated, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- bench:begin -->"
+END = "<!-- bench:end -->"
+
+# goal name -> (description, comparison, target)
+GOALS: dict[str, tuple[str, str, float]] = {
+    "json_ratio": ("throughput, JSON, seatbelt / pass-through", ">=", 0.90),
+    "sse_ratio": ("throughput, SSE, seatbelt / pass-through", ">=", 0.90),
+    "added_p50_ms": ("added p50 latency at 1 connection (JSON)", "<=", 0.5),
+    "scanner_sse_mb_s": ("scanner, uncompressed SSE (OpenAI, 64 KiB reads)", ">=", 300.0),
+    "growth_mb": ("proxy growth while 100 MB streams through", "<", 16.0),
+    "sqlite_pairs_s": ("SQLite reserve+settle pairs/s", ">=", 5000.0),
+}
+
+
+def _num(x: Any, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and digits:
+        return f"{x:,.{digits}f}"
+    return f"{round(x):,}"
+
+
+def goal_values(r: dict[str, Any]) -> dict[str, float | None]:
+    """The figure each goal is judged on, from a result dict (None: not measured)."""
+    tp = r.get("throughput", {})
+    lat = r.get("latency", {})
+    mem = r.get("memory", {})
+    out: dict[str, float | None] = {}
+    for body in ("json", "sse"):
+        base = tp.get(body, {}).get("passthrough", {}).get("rps")
+        ours = tp.get(body, {}).get("seatbelt", {}).get("rps")
+        out[f"{body}_ratio"] = round(ours / base, 3) if base and ours else None
+    base = lat.get("json", {}).get("passthrough", {}).get("p50_ms")
+    ours = lat.get("json", {}).get("seatbelt", {}).get("p50_ms")
+    out["added_p50_ms"] = round(ours - base, 3) if base is not None and ours is not None \
+        else None
+    out["scanner_sse_mb_s"] = r.get("scanner", {}).get("openai-sse 64k", {}).get("mb_per_s")
+    out["growth_mb"] = mem.get("seatbelt", {}).get("growth_mb")
+    out["sqlite_pairs_s"] = r.get("ledger", {}).get("sqlite", {}).get("pairs_per_s")
+    return out
+
+
+def goal_met(name: str, value: float | None) -> bool | None:
+    if value is None:
+        return None
+    _, op, target = GOALS[name]
+    return {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The whole results page (bench/results.md; the README block is the same text)."""
+    env = r.get("env", {})
+    lines = [
+        f"Measured {env.get('date', '?')} by `./run.sh bench`{' --quick' if r.get('quick') else ''}"
+        f" on {env.get('machine', '?')}; Python {env.get('python', '?')}, mitmproxy "
+        f"{env.get('mitmproxy', '?')}, wrk {env.get('wrk', '?')}; load average "
+        f"{env.get('load_before', '?')} before, {env.get('load_after', '?')} after. "
+        f"{env.get('method', '')}",
+        "",
+        "| goal | target | measured | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    values = goal_values(r)
+    for name, (text, op, target) in GOALS.items():
+        v = values.get(name)
+        met = goal_met(name, v)
+        shown = _num(v, 3) if isinstance(v, float) and v < 10 else _num(v)
+        verdict = "-" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {text} | {op} {target:g} | {shown} | {verdict} |")
+    tp = r.get("throughput", {})
+    mem_ledger = any("seatbelt-memory" in row for row in tp.values())
+    if tp:
+        extra = " seatbelt, memory ledger / pass-through |" if mem_ledger else ""
+        lines += ["", "Throughput (requests/s, wrk, 8 connections, median of rounds; "
+                  "ratio to the pass-through baseline):", "",
+                  "| response | upstream alone | plain mitmdump | pass-through | seatbelt "
+                  "| seatbelt / pass-through | seatbelt / plain |" + extra,
+                  "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if extra else "")]
+        for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+            row = tp.get(body)
+            if not row:
+                continue
+            up = r.get("upstream", {}).get(body, {}).get("rps")
+            plain = row.get("plain", {}).get("rps")
+            base = row.get("passthrough", {}).get("rps")
+            ours = row.get("seatbelt", {}).get("rps")
+            mem = row.get("seatbelt-memory", {}).get("rps")
+            lines.append(
+                f"| {label} | {_num(up)} | {_num(plain)} | {_num(base)} | {_num(ours)} | "
+                f"{_ratio(ours, base)} | {_ratio(ours, plain)} |"
+                + (f" {_num(mem)} ({_ratio(mem, base)}) |" if mem_ledger else "")
+            )
+    lat = r.get("latency", {})
+    if lat:
+        lines += ["", "Latency at 1 connection (ms, wrk, median of rounds):", "",
+                  "| response | plain p50 / p99 | pass-through p50 / p99 | seatbelt p50 / p99 "
+                  "| added p50 vs pass-through | added p50 vs plain |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+            row = lat.get(body)
+            if not row:
+                continue
+            cells = [f"{_ms(row.get(c, {}).get('p50_ms'))} / {_ms(row.get(c, {}).get('p99_ms'))}"
+                     for c in ("plain", "passthrough", "seatbelt")]
+            ours = row.get("seatbelt", {}).get("p50_ms")
+            lines.append(f"| {label} | {' | '.join(cells)} | "
+                         f"{_delta(ours, row.get('passthrough', {}).get('p50_ms'))} | "
+                         f"{_delta(ours, row.get('plain', {}).get('p50_ms'))} |")
+    ttfb = r.get("ttfb", {})
+    if ttfb:
+        lines += ["", f"Time to first byte on a slow stream (upstream waits "
+                  f"{r.get('ttfb_wait_ms', '?')} ms before its first frame; ms, median):", "",
+                  "| upstream alone | plain | pass-through | seatbelt |",
+                  "| --- | --- | --- | --- |",
+                  "| " + " | ".join(_ms(ttfb.get(c, {}).get("ttfb_ms"))
+                                   for c in ("upstream", "plain", "passthrough", "seatbelt"))
+                  + " |"]
+    mem = r.get("memory", {})
+    if mem:
+        lines += ["", f"Proxy memory while a {r.get('memory_mb', '?')} MB SSE response streams "
+                  "through (RSS, MB):", "",
+                  "| proxy | before | peak | growth | MB/s |", "| --- | --- | --- | --- | --- |"]
+        for c in ("plain", "passthrough", "seatbelt"):
+            m = mem.get(c)
+            if m:
+                lines.append(f"| {c} | {m['rss_before_mb']} | {m['rss_peak_mb']} | "
+                             f"{m['growth_mb']} | {m['mb_per_s']} |")
+    sc = r.get("scanner", {})
+    if sc:
+        lines += ["", "Scanner in-process (MB/s of body; `frame`: one call per frame as a "
+                  "per-token flushing server gives it; `64k`: 64 KiB reads):", "",
+                  "| stream | MB/s | us per call | calls per stream |", "| --- | --- | --- | --- |"]
+        for name, s in sc.items():
+            lines.append(f"| {name} | {_num(s['mb_per_s'])} | {s['us_per_call']} | "
+                         f"{s['calls_per_stream']} |")
+    led = r.get("ledger", {})
+    if led:
+        lines += ["", "Ledger reserve+settle pairs (key cap + account cap), on the event loop:",
+                  "", "| backend | pairs/s | p50 us | p99 us |", "| --- | --- | --- | --- |"]
+        for name, s in led.items():
+            lines.append(f"| {name} | {_num(s['pairs_per_s'])} | {s['p50_us']} | {s['p99_us']} |")
+    checks = r.get("checks", [])
+    if checks:
+        lines += ["", "Checks: " + "; ".join(checks) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _delta(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a - b:+.2f}"
+
+
+def replace_block(text: str, block: str) -> str:
+    """README text with the generated block between the markers replaced (ValueError when
+    the markers are missing or out of order: the harness never guesses where to write)."""
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no {BEGIN} ... {END} block")
+    return pattern.sub(lambda _: f"{BEGIN}\n{block.rstrip()}\n{END}", text, count=1)
+
+
+def write_readme(path: Path, block: str) -> bool:
+    """Replace the README block; False (untouched) when it has no markers."""
+    try:
+        text = path.read_text()
+        path.write_text(replace_block(text, block))
+    except (OSError, ValueError):
+        return False
+    return True

@@ -1,0 +1,175 @@
+"""The benchmark harness's pure parts: wrk output parsing, the wrk script, the results
+table and README block, the profile summary, the bench upstream's canned bytes and the
+scanner bench's streams. No timing is asserted anywhere (speed lives in `./run.sh bench`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import clients, report, scanner_bench, upstream, wrk
+from bench.profile import parse_collapsed
+
+WRK_OUT = """\
+Running 4s test @ http://127.0.0.1:41234/v1/chat/completions
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     7.02ms    1.10ms  21.30ms   91.20%
+    Req/Sec     1.14k    61.22     1.25k    72.50%
+  Latency Distribution
+     50%  812.00us
+     75%    7.20ms
+     90%    8.01ms
+     99%    1.20s
+  4561 requests in 4.00s, 3.10MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   1140.25
+Transfer/sec:    793.51KB
+"""
+
+
+def test_wrk_output_is_parsed():
+    r = wrk.parse_output(WRK_OUT)
+    assert (r.requests, r.seconds, r.rps) == (4561, 4.0, 1140.25)
+    assert r.latency_ms == {"50": 0.812, "75": 7.2, "90": 8.01, "99": 1200.0}
+    assert (r.errors, r.non_2xx) == (3, 5)
+    assert not r.ok
+
+
+def test_wrk_clean_run_is_ok_and_garbage_is_an_error():
+    clean = "\n".join(line for line in WRK_OUT.splitlines()
+                      if "errors" not in line and "Non-2xx" not in line)
+    r = wrk.parse_output(clean)
+    assert r.ok and r.errors == 0 and r.non_2xx == 0
+    with pytest.raises(wrk.WrkError):
+        wrk.parse_output("wrk: connection refused\n")
+    with pytest.raises(wrk.WrkError):
+        wrk.duration_ms("12 parsecs")
+    assert wrk.duration_ms("2m") == 120_000
+
+
+def test_wrk_script_posts_the_body_with_headers():
+    body = json.loads(clients.request_body(stream=True))
+    assert body["stream"] is True and body["max_tokens"] > 0
+    assert body["stream_options"] == {"include_usage": True}
+    script = wrk.lua_script(body, {"Authorization": 'Bearer sk-"quoted"'})
+    assert 'wrk.method = "POST"' in script
+    assert 'wrk.headers["Content-Type"] = "application/json"' in script
+    assert 'wrk.headers["Authorization"] = "Bearer sk-\\"quoted\\""' in script
+    line = next(x for x in script.splitlines() if x.startswith("wrk.body"))
+    assert json.loads(json.loads(line.split("=", 1)[1])) == body
+
+
+def _result(seatbelt_json: float, seatbelt_p50: float) -> dict:
+    tp = {b: {"plain": {"rps": 1150.0}, "passthrough": {"rps": 1000.0},
+              "seatbelt": {"rps": seatbelt_json}} for b in ("json", "sse")}
+    lat = {b: {c: {"p50_ms": p, "p99_ms": 2 * p} for c, p in
+               (("plain", 0.8), ("passthrough", 0.9), ("seatbelt", seatbelt_p50))}
+           for b in ("json", "sse")}
+    return {
+        "quick": False,
+        "env": {"date": "2026-01-02", "machine": "2 x CPU", "python": "3.13.0",
+                "mitmproxy": "12.3.1", "wrk": "4.1.0", "load_before": 0.2, "load_after": 0.3,
+                "method": "5 rounds."},
+        "upstream": {"json": {"rps": 30000}, "sse": {"rps": 12000}},
+        "throughput": tp,
+        "latency": lat,
+        "ttfb_wait_ms": 50,
+        "ttfb": {c: {"ttfb_ms": 51.0} for c in ("upstream", "plain", "passthrough", "seatbelt")},
+        "memory_mb": 100,
+        "memory": {"seatbelt": {"rss_before_mb": 90.0, "rss_peak_mb": 93.5, "growth_mb": 3.5,
+                                "mb_per_s": 120.0, "received_mb": 100.0}},
+        "scanner": {"openai-sse 64k": {"mb_per_s": 350.0, "us_per_call": 180.0,
+                                       "calls_per_stream": 7}},
+        "ledger": {"sqlite": {"pairs_per_s": 6000, "p50_us": 80.0, "p99_us": 300.0}},
+        "checks": ["bytes unchanged"],
+    }
+
+
+def test_goals_are_judged_from_the_same_run():
+    values = report.goal_values(_result(seatbelt_json=950.0, seatbelt_p50=1.2))
+    assert values["json_ratio"] == 0.95
+    assert values["added_p50_ms"] == pytest.approx(0.3)
+    assert values["growth_mb"] == 3.5 and values["sqlite_pairs_s"] == 6000
+    assert all(report.goal_met(n, v) for n, v in values.items())
+    slow = report.goal_values(_result(seatbelt_json=500.0, seatbelt_p50=2.0))
+    assert report.goal_met("json_ratio", slow["json_ratio"]) is False
+    assert report.goal_met("added_p50_ms", slow["added_p50_ms"]) is False
+    assert report.goal_met("json_ratio", None) is None
+
+
+def test_markdown_table_names_the_machine_and_every_goal():
+    text = report.markdown(_result(seatbelt_json=500.0, seatbelt_p50=0.95))
+    assert "Python 3.13.0, mitmproxy 12.3.1" in text and "2026-01-02" in text
+    assert "load average 0.2 before, 0.3 after" in text
+    assert "| throughput, JSON, seatbelt / pass-through | >= 0.9 | 0.500 | **no** |" in text
+    assert "| added p50 latency at 1 connection (JSON) | <= 0.5 | 0.050 | yes |" in text
+    assert "| small JSON | 30,000 | 1,150 | 1,000 | 500 | 0.50 | 0.43 |" in text
+    assert "| seatbelt | 90.0 | 93.5 | 3.5 | 120.0 |" in text
+    assert "| sqlite | 6,000 | 80.0 | 300.0 |" in text
+    assert "Checks: bytes unchanged." in text
+
+
+def test_readme_block_is_replaced_between_the_markers_only():
+    readme = f"# x\n\nbefore\n{report.BEGIN}\nold table\n{report.END}\nafter\n"
+    out = report.replace_block(readme, "new table\n")
+    assert out == f"# x\n\nbefore\n{report.BEGIN}\nnew table\n{report.END}\nafter\n"
+    assert report.replace_block(out, "new table") == out  # idempotent
+    with pytest.raises(ValueError):
+        report.replace_block("# no markers\n", "t")
+
+
+def test_profile_summary_counts_inclusive_and_self_samples():
+    text = ("main (a/x.py:1);hook (addon/gate.py:10);reserve (ledger/sqlite.py:5) 6\n"
+            "main (a/x.py:1);hook (addon/gate.py:12) 4\n"
+            "garbage line\n")
+    inclusive, own, total = parse_collapsed(text)
+    assert total == 10
+    assert inclusive["hook (addon/gate.py)"] == 10
+    assert own["reserve (ledger/sqlite.py)"] == 6 and own["hook (addon/gate.py)"] == 4
+
+
+def test_upstream_canned_sse_is_chunked_frame_by_frame():
+    raw = upstream.SSE_RESPONSE
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head and b"text/event-stream" in head
+    body, chunks = b"", 0
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body += rest[:size]
+        assert rest[size : size + 2] == b"\r\n"
+        rest = rest[size + 2 :]
+        chunks += 1
+    assert body == upstream.SSE_BODY
+    assert chunks == upstream.SSE_FRAMES + 3  # content frames, finish, usage, [DONE]
+    assert body.endswith(b"data: [DONE]\n\n") and b'"prompt_tokens": 19' in body
+    head, _, content = upstream.JSON_RESPONSE.partition(b"\r\n\r\n")
+    assert f"content-length: {len(content)}".encode() in head
+    assert json.loads(content)["usage"]["total_tokens"] == 27
+
+
+@pytest.mark.parametrize("fixture", list(scanner_bench.STREAMS.values()))
+def test_scanner_bench_streams_are_metered_like_the_captures(fixture):
+    frames, case = scanner_bench.long_stream(fixture, frames=20)
+    assert len(frames) > 20
+    sc = case.scanner()
+    for piece in frames:
+        sc(piece)
+    sc(b"")
+    scanner_bench.settle_reads(sc)
+    assert sc.scan_error is None and sc.output_seen and sc.output_chars > 0
+    assert (sc.usage.prompt_tokens is None) == ("no_usage" in fixture)
+
+
+def test_scanner_bench_gzip_case_decodes():
+    case = scanner_bench.gzip_json_case(answer_bytes=4096)
+    sc = case.scanner()
+    for piece in case.pieces:
+        sc(piece)
+    sc(b"")
+    assert sc.usage.prompt_tokens is not None and sc.output_chars > 4000
