@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from addon.ledger.base import Cap, CapState, Ledger
+from addon.ledger.base import Cap, CapState, Ledger, Reservation
 from addon.ledger.windows import seconds_until_reset
 
 logger = logging.getLogger("seatbelt")
@@ -49,9 +49,13 @@ def headers_for(states: Sequence[CapState], now: float | None = None) -> dict[st
     return out
 
 
-async def read_headers(ledger: Ledger, caps: Sequence[Cap]) -> dict[str, str]:
-    """Snapshot the caps and build the headers; {} when the ledger cannot say (never raises:
-    a missing header must not cost the request)."""
+async def read_headers(
+    ledger: Ledger, caps: Sequence[Cap], reservation: Reservation | None = None
+) -> dict[str, str]:
+    """The headers from the states the reservation brought back, else from a snapshot; {}
+    when the ledger cannot say (never raises: a missing header must not cost the request)."""
+    if reservation is not None and reservation.states:
+        return headers_for(reservation.states)
     try:
         return headers_for(await ledger.snapshot(caps))
     except Exception as e:

@@ -282,7 +282,7 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
                 reservation = await ledger.reserve(
                     [Cap(c.subject, None, c.window) for c in caps], amount)
             if reservation is not None and budgetheaders.capped(caps):
-                headers.update(await budgetheaders.read_headers(ledger, caps))
+                headers.update(await budgetheaders.read_headers(ledger, caps, reservation))
         except LedgerUnavailable as e:
             rt.set_ledger_up(False, str(e))
             if reservation is not None and reservation.granted:

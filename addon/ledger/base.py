@@ -66,6 +66,9 @@ class Reservation:
     hold_id: str | None
     amount: int
     refusals: tuple[CapRefusal, ...] = ()
+    # When granted: each capped cap's state with this hold included, if the backend had it
+    # at hand while judging (budget headers then need no second read); else empty.
+    states: tuple[CapState, ...] = ()
 
     @property
     def granted(self) -> bool:

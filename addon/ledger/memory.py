@@ -118,13 +118,16 @@ class MemoryLedger(Ledger):
         store = self._writable()
         now = self._clock() if now is None else now
         refusals = []
+        states = []
         for cap in caps:
             if cap.limit is None:
                 continue
             spent, rows = store.spent(cap, now)
-            refusal = w.judge(cap, amount, spent, store.reserved(cap.subject), now, rows)
+            reserved = store.reserved(cap.subject)
+            refusal = w.judge(cap, amount, spent, reserved, now, rows)
             if refusal is not None:
                 refusals.append(refusal)
+            states.append(CapState(cap.subject, cap.limit, cap.window, spent, reserved + amount))
         if refusals:
             return Reservation(None, amount, tuple(refusals))
         hold_id = uuid.uuid4().hex
@@ -137,7 +140,7 @@ class MemoryLedger(Ledger):
             for cap in caps
         )
         store.holds[hold_id] = _Hold(self.owner, amount, now, charges)
-        return Reservation(hold_id, amount)
+        return Reservation(hold_id, amount, states=tuple(states))
 
     async def settle(
         self, hold_id: str, actual: int, *, source: UsageSource, now: float | None = None

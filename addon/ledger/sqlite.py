@@ -284,6 +284,7 @@ class SqliteLedger(Ledger):
 
         def body(conn: sqlite3.Connection) -> Reservation:
             refusals = []
+            states = []
             for cap in caps:
                 if cap.limit is None:
                     continue
@@ -297,6 +298,8 @@ class SqliteLedger(Ledger):
                 refusal = w.judge(cap, amount, spent, reserved, now, rows)
                 if refusal is not None:
                     refusals.append(refusal)
+                states.append(CapState(cap.subject, cap.limit, cap.window, spent,
+                                       reserved + amount))
             if refusals:
                 return Reservation(None, amount, tuple(refusals))
             hold_id = uuid.uuid4().hex
@@ -317,7 +320,7 @@ class SqliteLedger(Ledger):
                     for bucket in (w.bucket_of(cap.window, now),)
                 ],
             )
-            return Reservation(hold_id, amount)
+            return Reservation(hold_id, amount, states=tuple(states))
 
         result = await self._run(body, write=True)
         assert result is not None

@@ -71,6 +71,19 @@ async def test_grant_holds_on_every_cap_and_snapshot_shows_it(ledger: Ledger) ->
     assert await ledger.ping()
 
 
+async def test_reservation_states_match_a_snapshot_taken_right_after(ledger: Ledger) -> None:
+    """Budget headers trust the states a reservation brings back instead of a second read:
+    where a backend fills them, they must be exactly what a snapshot would say."""
+    key, acct = Cap("key:a", 1000, rolling(60)), Cap("account:r", 5000)
+    await spend(ledger, [key, acct], 120)
+    await ledger.reserve([key, acct], 50)  # another request's live hold
+    r = await ledger.reserve([key, acct], 300)
+    assert r.granted
+    if r.states:  # optional: a backend may leave it empty (the gate then takes a snapshot)
+        assert list(r.states) == await ledger.snapshot([key, acct])
+        assert [s.remaining for s in r.states] == [1000 - 120 - 350, 5000 - 120 - 350]
+
+
 async def test_settle_moves_hold_to_spend(ledger: Ledger) -> None:
     key = Cap("key:a", 1000)
     r = await ledger.reserve([key], 300)
