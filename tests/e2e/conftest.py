@@ -166,7 +166,9 @@ class Proxy:
         mode: str = "reverse",
         options: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        script: Path | None = None,
     ) -> None:
+        self.script = script or ADDON  # the `-s` file mitmproxy loads (and watches)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.policy_path = workdir / "policy.yaml"
@@ -212,7 +214,7 @@ class Proxy:
             **self.options,
         }
         mode = f"reverse:{self.upstream}" if self.mode == "reverse" else self.mode
-        cmd = [mitmdump_binary(), "-s", str(ADDON), "--mode", mode,
+        cmd = [mitmdump_binary(), "-s", str(self.script), "--mode", mode,
                "--listen-host", "127.0.0.1", "-p", str(self.port)]
         for k, v in opts.items():
             cmd += ["--set", f"{k}={v}"]
