@@ -211,6 +211,17 @@ class Metrics:
         if usd is not None and usd > 0:
             self.spend_usd.labels(clip(account), clip(key)).inc(usd)
 
+    def declare_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Create each policy key's spend and request counters at 0, so `rate()` and
+        `increase()` see its very first request (a counter that appears at 1 hides it).
+        Bounded: policy keys x the fixed outcomes."""
+        for account, key in pairs:
+            account, key = clip(account), clip(key)
+            for counter in (self.spend, self.spend_prompt, self.spend_completion):
+                counter.labels(account, key)
+            for outcome in OUTCOMES:
+                self.requests.labels(account, key, outcome)
+
     def refused(self, *, account: str, key: str, outcome: str) -> None:
         """A request answered by seatbelt itself; nothing was dispatched or settled."""
         self.requests.labels(clip(account), clip(key), clip(outcome)).inc()

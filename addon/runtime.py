@@ -303,6 +303,8 @@ class Runtime:
             self._fleet_warning = warning
 
     def mark_policy_changed(self) -> None:
+        if self.policy is not None:
+            get_metrics().declare_keys((k.account, k.id) for k in self.policy.keys)
         self._fleet_dirty = True
         self._budget_dirty = True
 

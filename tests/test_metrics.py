@@ -147,6 +147,17 @@ def test_refused_counts_request_only(met):
     assert series(r, "seatbelt_spend_tokens_total") == []
 
 
+def test_policy_keys_start_at_zero_so_rate_sees_the_first_request(met):
+    met.declare_keys([("research", "agent-zero")])
+    r = met.registry
+    assert value(r, "seatbelt_spend_tokens_total", account="research", key="agent-zero") == 0
+    assert value(r, "seatbelt_requests_total", account="research", key="agent-zero",
+                 outcome="refused_quota") == 0
+    assert len(series(r, "seatbelt_requests_total")) == len(m.OUTCOMES)
+    finish(met)
+    assert value(r, "seatbelt_spend_tokens_total", account="research", key="agent-zero") == 150
+
+
 def test_histograms_land_in_the_right_buckets(met):
     # 50 tokens over (1.5 - 0.5) s = 50 tokens/s
     finish(met, ttft_s=0.5, duration_s=1.5, completion_tokens=50)
