@@ -28,7 +28,7 @@ from addon.apis import FAMILIES  # noqa: E402
 from addon.commands import SeatbeltCommands  # noqa: E402
 from addon.contentview import LLMView  # noqa: E402
 from addon.ledger import redact  # noqa: E402
-from addon.metrics import get_server, parse_address  # noqa: E402
+from addon.metrics import get_metrics, get_server, parse_address  # noqa: E402
 from addon.options import (  # noqa: E402
     OPTIONS,
     Settings,
@@ -115,7 +115,10 @@ class Seatbelt:
             logger.error(f"seatbelt: internal error ({type(e).__name__} at {where}) while "
                          f"admitting a request to {flow.request.pretty_host}; refused (503)")
             family = route.family if route is not None else FAMILIES[-1]
-            flow.response = refusals.to_response(family, refusals.internal_error())
+            refusal = refusals.internal_error()
+            flow.response = refusals.to_response(family, refusal)
+            if route is not None:
+                _record_internal_error(flow, route, refusal)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         meter = RUNTIME.meters.get(flow.id)
@@ -171,6 +174,18 @@ class Seatbelt:
         await settlement.finish(RUNTIME, meter, meter.flow, completed=False)
         if meter.flow is not None:
             self._redact(meter.flow)  # `-w` saves unfinished flows at exit: no credential
+
+
+def _record_internal_error(flow: http.HTTPFlow, route, refusal: refusals.Refusal) -> None:
+    """Count and audit the refusal too (as anonymous: who sent it may be what failed)."""
+    try:
+        get_metrics().refused(account=gate.ANONYMOUS, key=gate.ANONYMOUS,
+                              outcome=refusal.outcome)
+        settlement.audit_refusal(RUNTIME, flow, route, refusal, account=gate.ANONYMOUS,
+                                 key=gate.ANONYMOUS, fp=None, model=None, reserved=None,
+                                 stream=False, path=flow.request.path.split("?", 1)[0])
+    except Exception:  # recording must never undo the refusal
+        logger.error("seatbelt: could not record an internal-error refusal")
 
 
 def _prepare() -> tuple[Settings, Policy, livepolicy.Seen]:

@@ -34,11 +34,13 @@ def boom(*args: object, **kw: object) -> None:
 @pytest.mark.parametrize("where", ["route", "estimate", "reserve"])
 def test_internal_error_in_admission_refuses(runtime: Runtime, policy_file: str,  # noqa: F811
                                              monkeypatch: pytest.MonkeyPatch,
-                                             where: str) -> None:
+                                             where: str, tmp_path) -> None:
     async def go() -> None:
         sb = entry.Seatbelt()
         with taddons.context(sb) as tctx:
             await configured(tctx, sb, policy_file)
+            audit = tmp_path / "audit.jsonl"
+            tctx.configure(sb, seatbelt_audit=str(audit))
             if where == "route":
                 monkeypatch.setattr(gate, "route_request", boom)
             elif where == "estimate":
@@ -53,6 +55,11 @@ def test_internal_error_in_admission_refuses(runtime: Runtime, policy_file: str,
             assert f.response.headers["x-seatbelt-refused"] == "internal_error"
             assert "sk-" not in f.response.text
             assert json.loads(f.response.content)["error"]["code"] == "internal_error"
+            if where != "route":  # the route is known: the refusal is audited like any other
+                (line,) = [json.loads(x) for x in audit.read_text().splitlines()]
+                assert (line["outcome"], line["status"], line["provider"]) == (
+                    "unavailable", 503, "openai")
+                assert "sk-" not in audit.read_text()
             await sb.response(f)
             assert runtime.meters == {}
             assert runtime.ledger is not None
