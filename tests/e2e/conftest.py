@@ -17,9 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -435,4 +437,30 @@ def refusal(exc: Any) -> tuple[int, Any, dict[str, Any]]:
     """(status, headers, whole JSON body) of an SDK APIStatusError."""
     resp = exc.response
     return resp.status_code, resp.headers, resp.json()
+
+
+def fan_out_streams(clients: list[Any], t: str) -> list[str]:
+    """One streamed chat per client, all released at once: "served", the refusal code of a
+    429, or the name of any other SDK error (so an assertion shows it, never swallowed)."""
+    import openai
+
+    start = threading.Barrier(len(clients))
+
+    def one(i: int) -> str:
+        start.wait()
+        try:
+            stream = clients[i].chat.completions.create(
+                **chat(f"{t} {i} #slow:20 #len:10", max_tokens=10), stream=True,
+                stream_options={"include_usage": True},
+            )
+            for _ in stream:
+                pass
+            return "served"
+        except openai.RateLimitError as e:
+            return refusal(e)[1].get("x-seatbelt-refused", "?")
+        except openai.APIError as e:
+            return f"{type(e).__name__}: {getattr(e, 'status_code', '')} {e}"[:200]
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return list(pool.map(one, range(len(clients))))
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -15,6 +13,7 @@ from tests.e2e.conftest import (
     Proxy,
     anthropic_client,
     chat,
+    fan_out_streams,
     openai_client,
     policy_text,
     refusal,
@@ -159,24 +158,7 @@ def test_account_cap_is_shared_by_its_keys(proxy: Proxy, standin: StandIn) -> No
 def test_fan_out_never_overshoots(proxy: Proxy, standin: StandIn) -> None:
     """40 concurrent streams on a cap that holds ~13: the rest are refused, never sent."""
     t = tag()
-    clients = [openai_client(proxy, FANOUT) for _ in range(40)]
-    start = threading.Barrier(40)
-
-    def one(i: int) -> str:
-        start.wait()
-        try:
-            stream = clients[i].chat.completions.create(
-                **chat(f"{t} {i} #slow:20 #len:10", max_tokens=10), stream=True,
-                stream_options={"include_usage": True},
-            )
-            for _ in stream:
-                pass
-            return "served"
-        except openai.RateLimitError as e:
-            return refusal(e)[1].get("x-seatbelt-refused", "?")
-
-    with ThreadPoolExecutor(40) as pool:
-        results = list(pool.map(one, range(40)))
+    results = fan_out_streams([openai_client(proxy, FANOUT) for _ in range(40)], t)
     served = results.count("served")
     refused = [r for r in results if r != "served"]
     assert served >= 1 and refused, results

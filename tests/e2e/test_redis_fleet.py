@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +22,7 @@ from tests.e2e.conftest import (
     Key,
     Proxy,
     chat,
+    fan_out_streams,
     http_get,
     http_module,
     openai_client,
@@ -94,26 +93,7 @@ def test_fanout_across_two_proxies_never_overshoots(
     fleet: list[RedisProxy], standin: StandIn
 ) -> None:
     t = tag()
-    clients = [openai_client(fleet[i % 2], FANOUT) for i in range(40)]
-    start = threading.Barrier(40)
-
-    def one(i: int) -> str:
-        start.wait()
-        try:
-            stream = clients[i].chat.completions.create(
-                **chat(f"{t} {i} #slow:20 #len:10", max_tokens=10), stream=True,
-                stream_options={"include_usage": True},
-            )
-            for _ in stream:
-                pass
-            return "served"
-        except openai.RateLimitError as e:
-            return refusal(e)[1].get("x-seatbelt-refused", "?")
-        except openai.APIError as e:  # named in the assertion below, not swallowed
-            return f"{type(e).__name__}: {getattr(e, 'status_code', '')} {e}"[:200]
-
-    with ThreadPoolExecutor(40) as pool:
-        results = list(pool.map(one, range(40)))
+    results = fan_out_streams([openai_client(fleet[i % 2], FANOUT) for i in range(40)], t)
     served = results.count("served")
     refused = [r for r in results if r != "served"]
     assert served >= 1 and refused, results
