@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-CREDENTIAL_HEADERS = (
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "proxy-authorization",
+from addon.apis import FAMILIES
+
+# Every place a family reads a credential from (so a new family is scrubbed too), plus the
+# proxy's own authentication header.
+CREDENTIAL_HEADERS = tuple(
+    dict.fromkeys([h for f in FAMILIES for h in f.credential_headers] + ["proxy-authorization"])
 )
-CREDENTIAL_QUERY = ("key",)
+CREDENTIAL_QUERY = tuple(dict.fromkeys(q for f in FAMILIES for q in f.credential_query))
 REDACTED = "[redacted by seatbelt]"
 
 

@@ -79,6 +79,7 @@ class Runtime:
     unfinished: list[tuple[Ledger, str, str, int, UsageSource]] = field(default_factory=list)
     _loop_task: asyncio.Task | None = None
     _budget_dirty: bool = False
+    _ticks: int = 0  # background-loop iterations (heartbeat every 5th)
     _was_up: bool = False
     _fail_open_warned: float = -1e9
     _fleet_dirty: bool = True
@@ -264,8 +265,8 @@ class Runtime:
         """Heartbeat (lease renewal + orphan reclaim), healing, budget gauges."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds / 5)
-            ticks = getattr(self, "_ticks", 0) + 1
-            self._ticks = ticks
+            self._ticks += 1
+            ticks = self._ticks
             try:
                 if self.policy_watch is not None:
                     self.policy_watch.poll(self)  # live policy: re-read when the file changed
