@@ -41,24 +41,39 @@ CAPS = (
 )
 
 
+CALLERS = 8  # as many concurrent requests as the throughput bench's wrk connections
+
+
+async def _pair(ledger: Any, lat: list[float]) -> None:
+    t0 = time.perf_counter()
+    r = await ledger.reserve(CAPS, 1000)
+    assert r.hold_id is not None, r
+    await ledger.settle(r.hold_id, 900, source="reported")
+    lat.append(time.perf_counter() - t0)
+
+
 async def _measure(url: str, pairs: int, **kw: Any) -> dict[str, float]:
+    """One caller at a time (p50/p99 per pair), then CALLERS at once: how a proxy under
+    load calls it (a backend may share work between concurrent calls: SQLite commits)."""
     ledger = open_ledger(url, **kw)
     await ledger.open()
     try:
         for _ in range(min(200, pairs)):  # warm up caches and the WAL
-            r = await ledger.reserve(CAPS, 1000)
-            assert r.hold_id is not None
-            await ledger.settle(r.hold_id, 900, source="reported")
+            await _pair(ledger, [])
         lat: list[float] = []
         clock = time.perf_counter
         start = clock()
         for _ in range(pairs):
-            t0 = clock()
-            r = await ledger.reserve(CAPS, 1000)
-            assert r.hold_id is not None, r
-            await ledger.settle(r.hold_id, 900, source="reported")
-            lat.append(clock() - t0)
+            await _pair(ledger, lat)
         elapsed = clock() - start
+
+        async def caller(n: int) -> None:
+            for _ in range(n):
+                await _pair(ledger, [])
+
+        start = clock()
+        await asyncio.gather(*(caller(pairs // CALLERS) for _ in range(CALLERS)))
+        concurrent = pairs // CALLERS * CALLERS / (clock() - start)
     finally:
         await ledger.close()
     lat.sort()
@@ -68,6 +83,7 @@ async def _measure(url: str, pairs: int, **kw: Any) -> dict[str, float]:
         "p50_us": round(statistics.median(lat) * 1e6, 1),
         "p99_us": round(lat[int(len(lat) * 0.99) - 1] * 1e6, 1),
         "max_us": round(lat[-1] * 1e6, 1),
+        f"pairs_per_s_{CALLERS}_callers": round(concurrent),
     }
 
 
@@ -150,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results.items():
             print(
                 f"{name:9} {r['pairs_per_s']:>9,} pairs/s  p50 {r['p50_us']:>7} us  "
-                f"p99 {r['p99_us']:>7} us  max {r['max_us']:>8} us"
+                f"p99 {r['p99_us']:>7} us  max {r['max_us']:>8} us  "
+                f"{CALLERS} callers {r[f'pairs_per_s_{CALLERS}_callers']:>9,} pairs/s"
             )
     return 0
 
