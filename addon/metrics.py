@@ -60,6 +60,9 @@ def clip(value: object) -> str:
     return ("" if value is None else str(value))[:MAX_LABEL]
 
 
+MAX_CACHED_CHILDREN = 8192  # remembered series of counters and histograms (see _child)
+
+
 @dataclass(frozen=True)
 class BudgetRow:
     """One cap as the budget gauges show it (key=ACCOUNT_KEY for an account-wide cap)."""
@@ -165,6 +168,7 @@ class Metrics:
             "(enforce: false), by the outcome they would have had.", (*ak, "outcome"),
             registry=r,
         )
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # see _child
         self._budget_lock = threading.Lock()
         self._budget_labels: dict[Gauge, set[tuple[str, str]]] = {
             g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining)
@@ -186,30 +190,43 @@ class Metrics:
         overrun: bool,
     ) -> None:
         """A request that was dispatched has ended and been settled (or released)."""
-        account, key, provider, model = clip(account), clip(key), clip(provider), clip(model)
-        self.requests.labels(account, key, clip(outcome)).inc()
-        self.settlements.labels(clip(usage_source), "true" if overrun else "false").inc()
+        child = self._child
+        child(self.requests, account, key, outcome).inc()
+        child(self.settlements, usage_source, "true" if overrun else "false").inc()
         if usage_source in CHARGED_SOURCES:
             p = max(prompt_tokens or 0, 0)
             c = max(completion_tokens or 0, 0)
             if prompt_tokens is not None or completion_tokens is not None:
-                self.spend.labels(account, key).inc(p + c)
-                self.spend_prompt.labels(account, key).inc(p)
-                self.spend_completion.labels(account, key).inc(c)
-                self.prompt_tokens.labels(provider, model).inc(p)
-                self.completion_tokens.labels(provider, model).inc(c)
+                child(self.spend, account, key).inc(p + c)
+                child(self.spend_prompt, account, key).inc(p)
+                child(self.spend_completion, account, key).inc(c)
+                child(self.prompt_tokens, provider, model).inc(p)
+                child(self.completion_tokens, provider, model).inc(c)
         if ttft_s is not None and ttft_s >= 0:
-            self.ttft.labels(provider, model).observe(ttft_s)
+            child(self.ttft, provider, model).observe(ttft_s)
         if duration_s is not None and duration_s >= 0:
-            self.duration.labels(provider, model).observe(duration_s)
+            child(self.duration, provider, model).observe(duration_s)
         tps = tokens_per_second(completion_tokens, ttft_s, duration_s)
         if tps is not None:
-            self.tps.labels(provider, model).observe(tps)
+            child(self.tps, provider, model).observe(tps)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), remembered: labels() costs a few microseconds and every
+        request touches ten series. Only for counters and histograms, which are never
+        removed (a cached child of a removed series would count into the void); bounded
+        like the label values themselves."""
+        found = self._children.get((metric, labels))
+        if found is None:
+            found = metric.labels(*(clip(v) for v in labels))
+            if len(self._children) >= MAX_CACHED_CHILDREN:
+                self._children.clear()
+            self._children[(metric, labels)] = found
+        return found
 
     def spent_usd(self, *, account: str, key: str, usd: float | None) -> None:
         """USD charged by one finished request (None: unpriced model; 0: released)."""
         if usd is not None and usd > 0:
-            self.spend_usd.labels(clip(account), clip(key)).inc(usd)
+            self._child(self.spend_usd, account, key).inc(usd)
 
     def declare_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Create each policy key's spend and request counters at 0, so `rate()` and
@@ -224,7 +241,7 @@ class Metrics:
 
     def refused(self, *, account: str, key: str, outcome: str) -> None:
         """A request answered by seatbelt itself; nothing was dispatched or settled."""
-        self.requests.labels(clip(account), clip(key), clip(outcome)).inc()
+        self._child(self.requests, account, key, outcome).inc()
 
     def shadow_refused(self, *, account: str, key: str, outcome: str) -> None:
         """A refusal shadow mode did not make: the request went on, metered."""

@@ -411,3 +411,19 @@ def test_spend_usd_counts_only_what_was_charged(met):
     value = met.registry.get_sample_value(
         "seatbelt_spend_usd_total", {"account": "research", "key": "agent-zero"})
     assert value == 0.125
+
+
+def test_remembered_series_stay_bounded_and_keep_counting(met, monkeypatch):
+    monkeypatch.setattr(m, "MAX_CACHED_CHILDREN", 16)
+    for i in range(40):  # many keys: the memory of series is cleared, never grows past 16
+        finish(met, key=f"k{i % 20}")
+        assert len(met._children) <= 16
+    assert value(met.registry, "seatbelt_spend_tokens_total", account="research",
+                 key="k3") == 2 * 150
+    assert value(met.registry, "seatbelt_requests_total", account="research", key="k19",
+                 outcome="served") == 2
+    long_key = "x" * 500  # clipped once, on the way into the registry
+    finish(met, key=long_key)
+    finish(met, key=long_key)
+    assert value(met.registry, "seatbelt_spend_tokens_total", account="research",
+                 key="x" * m.MAX_LABEL) == 300
