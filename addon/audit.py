@@ -48,6 +48,9 @@ AUDIT_FIELDS: tuple[str, ...] = (
 EXTRA_FIELDS: tuple[str, ...] = ("cost_usd",)
 _FIELD_SET = frozenset(AUDIT_FIELDS) | frozenset(EXTRA_FIELDS)
 _HEX = frozenset("0123456789abcdef")
+# One compact encoder (json.dumps builds a new one per call when given any option).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def format_ts(ts: float | datetime | str | None = None) -> str:
@@ -114,7 +117,7 @@ class AuditLog:
 
     def __init__(self) -> None:
         self.path = ""
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._lock = threading.Lock()
         self._reported: set[str] = set()
 
@@ -156,7 +159,7 @@ class AuditLog:
             rec["ts"] = format_ts(rec.get("ts"))
             if "path" in rec:
                 rec["path"] = strip_query(rec["path"])
-            line = json.dumps(rec, separators=(",", ":"), ensure_ascii=False, default=str)
+            line = _encode_line(rec)
         except (TypeError, ValueError, OverflowError, OSError, RecursionError) as e:
             # a bad value must cost one line, not the request
             self._report(e)
@@ -165,8 +168,13 @@ class AuditLog:
             try:
                 if self._file is None:  # a previous reopen failed: try again
                     self._file = _open_append(self.path)
-                self._file.write(line + "\n")
-                self._file.flush()
+                # Unbuffered: one write(2) per line, on disk (page cache) when this returns.
+                view = memoryview(line)
+                while view:
+                    written = self._file.write(view)
+                    if not written:
+                        raise OSError("the audit file took no bytes")
+                    view = view[written:]
             except (OSError, ValueError) as e:
                 self._report(e)
                 self._close_locked()
@@ -188,8 +196,19 @@ class AuditLog:
                 self._report(e)
 
 
-def _open_append(path: str) -> IO[str]:
+def _encode_line(record: Mapping[str, Any]) -> bytes:
+    """One UTF-8 JSON line. A lone surrogate (JSON's "\\ud800" escape, sent in by a
+    client as a model name) cannot be UTF-8: that line is written with \\u escapes
+    instead of being lost."""
+    text = _ENCODER.encode(record)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (_ASCII_ENCODER.encode(record) + "\n").encode("ascii")
+
+
+def _open_append(path: str) -> IO[bytes]:
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    return open(path, "a", encoding="utf-8")
+    return open(path, "ab", buffering=0)

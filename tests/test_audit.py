@@ -186,3 +186,15 @@ def test_unserialisable_value_is_written_as_text(tmp_path):
     log.write(audit_record(**fields(model=Model())))
     log.close()
     assert json.loads(path.read_text())["model"] == "m1"
+
+
+def test_a_lone_surrogate_from_a_client_still_gets_its_line(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog()
+    log.open(str(path))
+    hostile = json.loads('"gpt-\\ud800x"')  # valid JSON, not encodable as UTF-8
+    log.write(audit_record(**fields(flow_id="a", model=hostile)))
+    log.write(audit_record(**fields(flow_id="b", model="modèle")))
+    log.close()
+    recs = [json.loads(line) for line in path.read_bytes().decode("utf-8").splitlines()]
+    assert [(r["flow_id"], r["model"]) for r in recs] == [("a", hostile), ("b", "modèle")]
