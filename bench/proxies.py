@@ -180,9 +180,10 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
                             stdin=subprocess.DEVNULL, preexec_fn=pin(cpus))
     if "metrics" in extra:
         url = f"http://127.0.0.1:{extra['metrics']}/readyz"
-    else:
+        _wait(config, proc, log, lambda: _get(url) == 200)
+    else:  # forwarding: the upstream's own answer to GET / (a real engine's may be 404)
         url = f"http://127.0.0.1:{port}/"
-    _wait(config, proc, log, lambda: _get(url) == 200)
+        _wait(config, proc, log, lambda: _get(url) < 500)
     return Proc(config, port, proc, log, extra)
 
 
