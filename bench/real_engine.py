@@ -65,7 +65,9 @@ def start_engine(model: Path, workdir: Path) -> proxies.Proc:
     log = workdir / "engine.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
-         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "gemma"],
+         "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "gemma",
+         # The GGUF's own template makes this model answer with nothing (0 tokens).
+         "--chat_format", "gemma"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
@@ -98,10 +100,24 @@ def post(port: int, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
+def settled_lines(audit: Path, quiet: float = 1.0, timeout: float = 30.0) -> int:
+    """The audit's line count once it has not changed for `quiet` seconds."""
+    def count() -> int:
+        return len(audit.read_text().splitlines()) if audit.exists() else 0
+
+    last, since, deadline = count(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def check_metering(sb: proxies.Proc, engine: proxies.Proc, n: int) -> dict[str, Any]:
     headers = proxies.auth_headers(sb)
     audit = Path(sb.extra["audit"])
-    start = len(audit.read_text().splitlines()) if audit.exists() else 0
+    start = settled_lines(audit)  # wrk's last requests (cut at its deadline) are in
     engine_usage = []
     for i in range(n):
         _, raw = post(sb.port, chat(False, 16 + i % 16), headers)
