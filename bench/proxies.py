@@ -178,13 +178,18 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
         raise ValueError(f"unknown proxy configuration {config!r}")
     proc = subprocess.Popen(cmd, cwd=d, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, preexec_fn=pin(cpus))
-    if "metrics" in extra:
-        url = f"http://127.0.0.1:{extra['metrics']}/readyz"
-        _wait(config, proc, log, lambda: _get(url) == 200)
-    else:  # forwarding: the upstream's own answer to GET / (a real engine's may be 404)
-        url = f"http://127.0.0.1:{port}/"
-        _wait(config, proc, log, lambda: _get(url) < 500)
-    return Proc(config, port, proc, log, extra)
+    started = Proc(config, port, proc, log, extra)
+    try:
+        if "metrics" in extra:
+            url = f"http://127.0.0.1:{extra['metrics']}/readyz"
+            _wait(config, proc, log, lambda: _get(url) == 200)
+        else:  # forwarding: the upstream's own answer to GET / (a real engine's may be 404)
+            url = f"http://127.0.0.1:{port}/"
+            _wait(config, proc, log, lambda: _get(url) < 500)
+    except BaseException:
+        started.stop()  # never leave a proxy behind that nobody will stop
+        raise
+    return started
 
 
 @contextlib.contextmanager
