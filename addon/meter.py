@@ -43,6 +43,7 @@ class Meter:
     fanout_key: str | None = None  # counted by the runtime's FanoutLimiter until finished
     dispatched_at: float = field(default_factory=time.monotonic)
     scanner: Scanner | None = None
+    read_whole: bool = False  # mitmproxy reads the body whole; finish() scans it (scanner.py)
     flow: Any = field(default=None, repr=False)  # the HTTPFlow: shutdown settles with it
     # USD budgets (addon/money.py): the model's price (None: unpriced), the second hold.
     price: Price | None = None
@@ -100,6 +101,11 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
         completion = usage.completion_tokens or 0
         return Outcome("settle", usage.prompt_tokens, completion, usage, "reported", "served")
     outcome = "served" if completed else "aborted"
+    if meter.read_whole and scanner is not None and not scanner.whole_seen and sent:
+        # A body mitmproxy was reading whole broke off (or another addon took it): none of
+        # it was seen, and the upstream may have generated up to the limit. Charge the hold.
+        bound = max(meter.reserved - meter.prompt_estimate, 0)
+        return Outcome("settle", meter.prompt_estimate, bound, usage, "estimated", outcome)
     if scanner is not None and (scanner.output_seen or status is not None):
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else meter.prompt_estimate
         if usage.completion_tokens is not None:

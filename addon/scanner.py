@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from addon.apis.base import ApiFamily, RequestFacts, Route, Usage
@@ -357,6 +358,28 @@ class _ArrayFramer(_Framer):
             doc.end()
 
 
+# A JSON response up to this size, with a Content-Length, is read whole by mitmproxy and
+# scanned at the end instead of streamed through the callable (see read_whole).
+READ_WHOLE_LIMIT = 1 << 20
+
+
+def read_whole(framing: str, headers: Mapping[str, str], streaming: object) -> bool:
+    """Should mitmproxy read this response whole rather than stream it through the scanner?
+
+    Only a single JSON document (a non-streamed completion) that announces a small
+    Content-Length, and only when nothing else asked for streaming. Its client cannot use
+    a partial JSON document anyway, so holding it costs no latency and at most
+    READ_WHOLE_LIMIT bytes; in exchange mitmproxy sends it with its buffered path, which
+    costs ~0.14 ms less per response than one stream-callable round (bench/), and keeps
+    the exact body for mitmweb. Anything that streams (SSE, NDJSON, a JSON array, no
+    length, chunked) is streamed: never delay a chunk on its way to the client.
+    """
+    if framing != "json" or streaming or "transfer-encoding" in headers:
+        return False
+    length = headers.get("content-length", "")
+    return length.isdigit() and len(length) <= 8 and int(length) <= READ_WHOLE_LIMIT
+
+
 class Scanner:
     """mitmproxy stream callable for one LLM response: forward, and meter a copy.
 
@@ -396,6 +419,7 @@ class Scanner:
         self.first_output_at: float | None = None
         self.bytes_in = 0
         self.ended = False
+        self.whole_seen = False  # scan_whole() had the body (a response read whole)
         self.upstream_error: str | None = None
         self.scan_error: str | None = None  # our own failure: scanning stopped
         self._kept = bytearray()
@@ -517,6 +541,17 @@ class Scanner:
 
     def finish(self) -> None:
         """Flush decoding and the last frame; idempotent. Also called on flow errors."""
+        self._finish()
+
+    def scan_whole(self, body: bytes) -> None:
+        """A body mitmproxy read whole (read_whole): scan it at once and finish. No copy is
+        kept: the flow holds the body itself."""
+        if self.ended:
+            return
+        self.whole_seen = True
+        self.bytes_in += len(body)
+        if body:
+            self._scan(body)
         self._finish()
 
     def _finish(self) -> bytes:

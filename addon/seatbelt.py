@@ -3,7 +3,8 @@
     mitmdump -s addon/seatbelt.py [--set seatbelt_policy=...] [--set seatbelt_ledger=...]
 
 request ─► gate.admit (route, authenticate, estimate, reserve or refuse)
-responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read)
+responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read);
+                   a small JSON document is read whole instead and scanned at the end
 response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
 
 Also: the LLM contentview (addon/contentview.py) and the seatbelt.status / seatbelt.reload
@@ -40,7 +41,7 @@ from addon.options import (  # noqa: E402
 from addon.policy import Policy, PolicyError  # noqa: E402
 from addon.redact import redact_flow  # noqa: E402
 from addon.runtime import RUNTIME  # noqa: E402
-from addon.scanner import Scanner  # noqa: E402
+from addon.scanner import Scanner, read_whole  # noqa: E402
 
 logger = logging.getLogger("seatbelt")
 
@@ -138,6 +139,9 @@ class Seatbelt:
             content_encoding=headers.get("content-encoding", ""),
             hide_injected_usage=meter.injected_usage,
         )
+        if read_whole(meter.scanner.framing, headers, flow.response.stream):
+            meter.read_whole = True  # a small JSON document: scanned in the response hook
+            return
         flow.response.stream = meter.scanner
 
     async def response(self, flow: http.HTTPFlow) -> None:

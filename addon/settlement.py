@@ -35,6 +35,9 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
     response = flow.response if flow is not None else None
     status = response.status_code if response is not None else None
     if meter.scanner is not None:
+        body = response.raw_content if response is not None else None
+        if meter.read_whole and completed and body is not None:
+            meter.scanner.scan_whole(body)
         meter.scanner.finish()
     sent = flow is not None and (status is not None or request_was_sent(flow))
     result = decide(meter, status=status, completed=completed, sent=sent)

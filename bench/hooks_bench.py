@@ -45,8 +45,13 @@ def make_flow(stream: bool) -> Any:
 
 
 def response_for(stream: bool) -> Any:
-    ct = b"text/event-stream" if stream else b"application/json"
-    return tflow.tresp(status_code=200, headers=((b"content-type", ct),), content=b"")
+    """Response headers as the bench upstream sends them: SSE chunked, JSON with a length."""
+    if stream:
+        headers = ((b"content-type", b"text/event-stream"), (b"transfer-encoding", b"chunked"))
+    else:
+        headers = ((b"content-type", b"application/json"),
+                   (b"content-length", str(len(JSON_BODY)).encode()))
+    return tflow.tresp(status_code=200, headers=headers, content=b"")
 
 
 STAGES = ("request", "responseheaders", "stream", "response")
@@ -72,9 +77,12 @@ async def _run(sb: Any, requests: int, stream: bool, prof: cProfile.Profile | No
         sb.responseheaders(f)
         c = clock()
         call = resp.stream
-        for chunk in chunks:
-            call(chunk)
-        call(b"")
+        if callable(call):  # streamed: one call per chunk, then b""
+            for chunk in chunks:
+                call(chunk)
+            call(b"")
+        else:  # read whole by mitmproxy (a small JSON document, addon/scanner.py)
+            resp.raw_content = b"".join(chunks)
         d = clock()
         await sb.response(f)
         e = clock()

@@ -20,9 +20,10 @@ def meter(scanner=None, produces_output=True):
     return m
 
 
-def scanner(usage=None, output_chars=0, invalid=None):
+def scanner(usage=None, output_chars=0, invalid=None, whole_seen=False):
     return SimpleNamespace(usage=usage or Usage(), output_seen=output_chars > 0,
-                           output_chars=output_chars, usage_invalid=invalid)
+                           output_chars=output_chars, usage_invalid=invalid,
+                           whole_seen=whole_seen)
 
 
 def test_claim_is_once():
@@ -70,3 +71,21 @@ def test_client_closing_after_the_usage_frame_was_served():
     """The error hook fired (client left after [DONE]) but the whole answer went out."""
     o = decide(meter(scanner(Usage(10, 20))), status=200, completed=False, sent=True)
     assert (o.source, o.outcome) == ("reported", "served")
+
+
+@pytest.mark.parametrize("completed", [True, False])
+def test_a_body_read_whole_but_never_seen_charges_the_hold(completed):
+    """Cut before its end (or taken by another addon): the upstream may have generated up
+    to the limit, and nothing of it was seen."""
+    m = meter(scanner())
+    m.read_whole = True
+    o = decide(m, status=200, completed=completed, sent=True)
+    assert (o.action, o.prompt_tokens, o.completion_tokens, o.source) == (
+        "settle", 50, 100, "estimated")
+
+
+def test_a_body_read_whole_and_seen_is_judged_as_usual():
+    m = meter(scanner(Usage(10, 20), whole_seen=True))
+    m.read_whole = True
+    o = decide(m, status=200, completed=True, sent=True)
+    assert (o.charge, o.source) == (30, "reported")

@@ -20,7 +20,7 @@ from addon import decoding
 from addon.apis import route_request
 from addon.apis.base import Framing, Route
 from addon.apis.openai import OpenAI
-from addon.scanner import Scanner
+from addon.scanner import READ_WHOLE_LIMIT, Scanner, read_whole
 from tests.wire import FIXTURES, Fixture
 
 ALL = list(FIXTURES.values())
@@ -115,6 +115,36 @@ def test_every_fixture_whole_and_byte_by_byte(fx):
     sc = make(fx)
     assert feed(sc, body, list(range(len(body)))) == body
     assert result(sc) == expected(fx)
+
+
+@pytest.mark.parametrize("fx", ALL, ids=lambda f: f.name)
+def test_a_body_read_whole_reads_like_one_streamed(fx):
+    sc = make(fx)
+    sc.scan_whole(fx.body)
+    assert result(sc) == expected(fx)
+    assert sc.ended and sc.whole_seen and sc.bytes_in == len(fx.body)
+    assert sc.kept_body == b""  # the flow holds the body itself: no second copy
+    sc.scan_whole(fx.body)  # a second call (finish after an error) changes nothing
+    assert sc.bytes_in == len(fx.body)
+
+
+@pytest.mark.parametrize("framing,headers,streaming,whole", [
+    ("json", {"content-length": "670"}, None, True),
+    ("json", {"content-length": str(READ_WHOLE_LIMIT)}, None, True),
+    ("json", {"content-length": str(READ_WHOLE_LIMIT + 1)}, None, False),  # big: streamed
+    ("json", {}, None, False),  # no length: could be anything, streamed
+    ("json", {"content-length": "670", "transfer-encoding": "chunked"}, None, False),
+    ("json", {"content-length": " 670"}, None, False),  # not a plain number
+    ("json", {"content-length": "-1"}, None, False),
+    ("json", {"content-length": "9" * 40}, None, False),
+    ("json", {"content-length": "670"}, True, False),  # another addon streams it
+    ("sse", {"content-length": "670"}, None, False),  # streams are always streamed
+    ("ndjson", {"content-length": "670"}, None, False),
+    ("json-array", {"content-length": "670"}, None, False),
+])
+def test_only_small_json_documents_of_known_length_are_read_whole(framing, headers, streaming,
+                                                                  whole):
+    assert read_whole(framing, headers, streaming) is whole
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,8 +9,10 @@ Group commit: the writes queued during one turn of the event loop (the reserves 
 settles of requests that arrived together) run in one transaction; each caller is
 answered only after that commit. A commit costs about as much as the statements of a
 reserve and a settle together, so under load most of it is shared; alone, a write
-waits for nothing but the rest of the current loop turn. Processes sharing the file (two proxies, a proxy and the report) work: WAL
-readers never block the writer.
+waits for nothing but the rest of the current loop turn.
+
+Processes sharing the file (two proxies, a proxy and the report) work: WAL readers never
+block the writer.
 
 Event loop: the SQL runs inline on the loop, with SQLite's busy timeout at 0. When
 another process holds the write lock, the call does not block in SQLite's busy

@@ -26,7 +26,8 @@ EARLY = Key("early")
 RESET = Key("reset")
 ERR = Key("err", cap=10_000)
 LINGER = Key("linger")
-KEYS = [GONE, EARLY, RESET, ERR, LINGER]
+CUT = Key("cut")
+KEYS = [GONE, EARLY, RESET, ERR, LINGER, CUT]
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,21 @@ def test_upstream_resets_mid_stream(proxy: Proxy, standin: StandIn) -> None:
     (up,) = standin.received(t)
     assert up.outcome == "reset"
     assert_estimated(proxy, RESET)
+
+
+def test_upstream_resets_a_json_body_read_whole(proxy: Proxy, standin: StandIn) -> None:
+    """A small JSON body is read whole before the scanner sees it (addon/scanner.py
+    read_whole): cut half-way, none of it was seen, so the whole hold is charged."""
+    t = tag()
+    with pytest.raises(openai.APIError):
+        openai_client(proxy, CUT, max_retries=0).chat.completions.create(
+            **chat(f"{t} #reset-mid-stream #len:20", max_tokens=50))
+    (up,) = standin.received(t)
+    assert up.outcome == "reset"
+    line = assert_estimated(proxy, CUT)
+    assert (line["outcome"], line["stream"]) == ("aborted", False)
+    assert proxy.row(CUT.id)["spent"] == line["reserved"]  # the bound: prompt + limit
+    assert line["completion_tokens"] == 50
 
 
 def test_upstream_error_releases_the_hold(proxy: Proxy, standin: StandIn) -> None:

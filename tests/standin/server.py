@@ -1002,9 +1002,9 @@ class StandIn:
                     self.requests.append(rec)
                 try:
                     await self._respond(rec, _Writer(r, w, rec.switches))
-                except _Gone:
-                    if rec.outcome == "pending":
-                        rec.outcome = "client_gone"
+                except _Gone as gone:
+                    if rec.outcome == "pending":  # a buffered body's reset says so here
+                        rec.outcome = "reset" if str(gone) == "reset" else "client_gone"
                     return
                 if rec.outcome == "pending":
                     rec.outcome = "complete"
