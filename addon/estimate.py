@@ -117,10 +117,25 @@ def _is_text_document(d: dict[str, Any]) -> bool:
     )
 
 
-def prompt_estimate(body: dict[str, Any]) -> int:
-    """Upper-bound prompt tokens: compact JSON bytes / 4 (ceil, >= 1) plus media allowances."""
+# Every media part the walk recognises names one of these in its JSON text (part types
+# image_url / input_image / input_audio / file / input_file / image / document, Gemini's
+# inlineData / inline_data / fileData / file_data, Ollama's images, data: URLs).
+_MEDIA_MARKERS = (b"image", b"audio", b"file", b"File", b"document", b"nline", b"data:")
+
+
+def _may_hold_media(raw: bytes) -> bool:
+    """False only when the JSON text cannot contain a media part. A \\u escape could spell
+    a marker's letters, so any escape means maybe."""
+    return b"\\u" in raw or any(marker in raw for marker in _MEDIA_MARKERS)
+
+
+def prompt_estimate(body: dict[str, Any], raw: bytes | None = None) -> int:
+    """Upper-bound prompt tokens: compact JSON bytes / 4 (ceil, >= 1) plus media allowances.
+
+    raw: the JSON text `body` was parsed from; when it names no media, the walk (which
+    would copy the body unchanged) is skipped. Same result either way."""
     walk = _Walk()
-    stripped = walk.value(body)
+    stripped = walk.value(body) if raw is None or _may_hold_media(raw) else body
     text = json.dumps(stripped, ensure_ascii=False, separators=(",", ":"))
     size = len(text.encode("utf-8", "surrogatepass"))
     return max(1, math.ceil(size / 4)) + walk.allowance

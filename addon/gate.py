@@ -210,7 +210,7 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
             and would_refuse(refusals.model_not_allowed(key_id, model), model=model,
                              stream=facts.stream)):
         return
-    prompt_est = estimate.prompt_estimate(body)
+    prompt_est = estimate.prompt_estimate(body, data)
     amount, write_limit = estimate.reservation(
         facts, prompt_est, policy.model_max_output(model), policy.fallback_max_output
     )

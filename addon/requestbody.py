@@ -17,11 +17,15 @@ class BodyTooLarge(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in obj:
-            raise UnreadableBody(f"the JSON body has the key {k!r} twice")
-        obj[k] = v
+    """Two parsers may pick different values of a repeated key (`max_tokens` twice): the
+    upstream's choice must be the one metered, so a repeated key is refused."""
+    obj = dict(pairs)  # in C; only a body with a repeated key pays for finding it
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise UnreadableBody(f"the JSON body has the key {k!r} twice")
+            seen.add(k)
     return obj
 
 

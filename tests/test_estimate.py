@@ -155,3 +155,28 @@ def test_estimate_module_is_pure():
     before = json.dumps(body)
     estimate.prompt_estimate(body)
     assert json.dumps(body) == before  # the forwarded body is never touched
+
+
+MEDIA_BODIES = [
+    {"messages": [{"content": [{"type": "image_url", "image_url": {"url": "https://x/c.png"}}]}]},
+    {"input": [{"content": [{"type": "input_file", "file_id": "file-1"}]}]},
+    {"messages": [{"content": [{"type": "document", "source": {"type": "base64", "data": "QQ"}}]}]},
+    {"contents": [{"parts": [{"inlineData": {"mimeType": "video/mp4", "data": "QQ"}}]}]},
+    {"contents": [{"parts": [{"file_data": {"mime_type": "audio/wav", "file_uri": "gs://a"}}]}]},
+    {"messages": [{"role": "user", "content": "hi", "images": ["QQ=="]}]},
+    {"prompt": "data:image/png;base64,QUJD"},
+    {"messages": [{"content": "pas de média, mais de l'unicode: 世界"}]},
+]
+
+
+@pytest.mark.parametrize("body", MEDIA_BODIES + [dict(fx.request) for fx in FIXTURES.values()])
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_the_raw_text_shortcut_never_changes_the_estimate(body, ascii_only):
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    assert prompt_estimate(body, raw) == prompt_estimate(body)
+
+
+def test_a_media_part_spelled_with_escapes_is_still_found():
+    raw = b'{"m":[{"\\u0074ype":"\\u0069mage_url","\\u0069mage_url":{"url":"https://x/y"}}]}'
+    body = json.loads(raw)
+    assert prompt_estimate(body, raw) == prompt_estimate(body) >= IMAGE_TOKENS

@@ -17,6 +17,7 @@ from . import windows as w
 from .base import (
     Cap,
     CapState,
+    HoldIds,
     HoldInfo,
     Ledger,
     LedgerUnavailable,
@@ -86,6 +87,7 @@ class MemoryLedger(Ledger):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.owner = uuid.uuid4().hex
+        self._hold_ids = HoldIds()
         self.readonly = readonly
         self.lease_seconds = lease_seconds
         self.max_hold_seconds = max_hold_seconds
@@ -130,7 +132,7 @@ class MemoryLedger(Ledger):
             states.append(CapState(cap.subject, cap.limit, cap.window, spent, reserved + amount))
         if refusals:
             return Reservation(None, amount, tuple(refusals))
-        hold_id = uuid.uuid4().hex
+        hold_id = self._hold_ids()
         charges = tuple(
             (
                 cap.subject,

@@ -61,6 +61,7 @@ from .base import (
     Cap,
     CapRefusal,
     CapState,
+    HoldIds,
     HoldInfo,
     Ledger,
     LedgerUnavailable,
@@ -121,6 +122,7 @@ class RedisLedger(Ledger):
         if not _NAMESPACE.fullmatch(namespace):
             raise ValueError(f"redis ledger namespace must match {_NAMESPACE.pattern}")
         self.owner = uuid.uuid4().hex
+        self._hold_ids = HoldIds()
         self.url = url
         self.shown = redact(url)
         self.readonly = readonly
@@ -250,7 +252,7 @@ class RedisLedger(Ledger):
         w.check_reserve(caps, amount)
         self._writable()
         when = self._now(now)
-        hold_id = uuid.uuid4().hex
+        hold_id = self._hold_ids()
         keys = [
             self._k("hold", hold_id),
             self._k("holds"),

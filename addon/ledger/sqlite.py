@@ -56,6 +56,7 @@ from . import windows as w
 from .base import (
     Cap,
     CapState,
+    HoldIds,
     HoldInfo,
     Ledger,
     LedgerUnavailable,
@@ -180,6 +181,7 @@ class SqliteLedger(Ledger):
         busy_seconds: float = 2.0,
     ) -> None:
         self.owner = uuid.uuid4().hex
+        self._hold_ids = HoldIds()
         self.path = Path(path)
         self.readonly = readonly
         self.lease_seconds = lease_seconds
@@ -466,7 +468,7 @@ class SqliteLedger(Ledger):
                                        reserved + amount))
             if refusals:
                 return Reservation(None, amount, tuple(refusals))
-            hold_id = uuid.uuid4().hex
+            hold_id = self._hold_ids()
             conn.executemany(
                 SQL_HOLD,
                 [

@@ -93,3 +93,12 @@ def test_validation() -> None:
     with pytest.raises(ValueError):
         w.check_settle(1, "guessed")
     w.check_reserve([Cap("a", 5), Cap("b", None, DAILY)], 0)
+
+
+def test_hold_ids_are_unique_per_ledger_and_across_ledgers() -> None:
+    from addon.ledger.base import HoldIds
+
+    a, b = HoldIds(), HoldIds()
+    ids = [a() for _ in range(1000)] + [b() for _ in range(1000)]
+    assert len(set(ids)) == 2000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # the shape of uuid4().hex
