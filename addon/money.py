@@ -131,31 +131,17 @@ def cost(price: Price | None, prompt: int | None, completion: int | None,
     return pricing.usage_cost(price, prompt, completion, cached, cache_write)
 
 
-async def finish_usd(rt: Any, meter: Any, result: Any) -> tuple[int | None, bool]:
-    """Settle (priced real usage) or release the USD hold, once, beside the token hold.
-    Returns (micro-dollars charged, None for an unpriced model; overrun of the USD hold)."""
+def usd_outcome(meter: Any, result: Any) -> tuple[int | None, bool]:
+    """(micro-dollars the finished request costs, None for an unpriced model; whether that
+    overran the USD hold). Pure: settlement hands the USD hold to the ledger with it."""
     if meter.price is None:
         return None, False
+    if result.action != "settle":
+        return 0, False
     usage = result.usage
-    charge = 0 if result.action != "settle" else pricing.usage_cost(
-        meter.price, result.prompt_tokens, result.completion_tokens, usage.cached_tokens,
-        usage.cache_write_tokens)
-    ledger, hold_id = meter.ledger, meter.usd_hold_id
-    if hold_id is None or ledger is None:
-        return charge, False
-    try:
-        if result.action == "settle":
-            settled = await ledger.settle(hold_id, charge, source=result.source)
-            if settled.already_final:
-                await charge_after_release(ledger, meter.usd_caps, charge, hold_id)
-            return charge, settled.overrun
-        await ledger.release(hold_id)
-    except LedgerUnavailable as e:
-        rt.set_ledger_up(False, str(e))
-        rt.defer_finish(ledger, hold_id, result.action, charge, result.source)
-        logger.error(f"seatbelt: could not finish the USD hold of flow {meter.flow_id} yet "
-                     f"(retried): {e}")
-    return charge, False
+    charge = pricing.usage_cost(meter.price, result.prompt_tokens, result.completion_tokens,
+                                usage.cached_tokens, usage.cache_write_tokens)
+    return charge, meter.usd_hold_id is not None and charge > meter.usd_reserved
 
 
 async def charge_after_release(ledger: Ledger, caps: tuple[Cap, ...], amount: int,

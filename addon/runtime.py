@@ -337,6 +337,7 @@ class Runtime:
             self._loop_task.cancel()
         if self.ledger is not None and self.ledger_open:
             try:
+                await self.ledger.drain()  # the finishes handed over without waiting
                 await self.retry_unfinished()  # what is left lapses with our lease
                 await self.ledger.close()
             except LedgerUnavailable:

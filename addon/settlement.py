@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 
 from mitmproxy import http
 
@@ -11,7 +13,14 @@ from addon import money, pricing, refusals
 from addon.apis.base import Route
 from addon.audit import audit_record
 from addon.contentview import shown_body
-from addon.ledger.base import LedgerUnavailable
+from addon.ledger.base import (
+    Cap,
+    FinishAction,
+    Ledger,
+    LedgerUnavailable,
+    Settlement,
+    UsageSource,
+)
 from addon.meter import Meter, Outcome, decide
 from addon.metrics import get_metrics
 from addon.runtime import Runtime
@@ -26,7 +35,11 @@ def request_was_sent(flow: http.HTTPFlow) -> bool:
 
 
 async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, completed: bool) -> None:
-    """Contract §4.5, exactly once per meter (claim() guards it)."""
+    """Contract §4.5, exactly once per meter (claim() guards it).
+
+    The flow's comment and body are set now; the holds are handed to the ledger without
+    waiting (Ledger.finish_soon), and the metrics and audit line follow once the ledger
+    has taken them, so the audit never runs ahead of the ledger."""
     if not meter.claim():
         return
     rt.meters.pop(meter.flow_id, None)
@@ -41,28 +54,10 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
         meter.scanner.finish()
     sent = flow is not None and (status is not None or request_was_sent(flow))
     result = decide(meter, status=status, completed=completed, sent=sent)
-    overrun = False
-    if meter.hold_id is not None and meter.ledger is not None:
-        try:
-            if result.action == "settle":
-                settlement = await meter.ledger.settle(
-                    meter.hold_id, result.charge, source=result.source
-                )
-                overrun = settlement.overrun
-                if settlement.already_final:  # an operator released it meanwhile
-                    await money.charge_after_release(meter.ledger, meter.caps, result.charge,
-                                                     meter.hold_id)
-            else:
-                await meter.ledger.release(meter.hold_id)
-        except LedgerUnavailable as e:
-            # The hold stays counted (never free, never lost); the background task retries
-            # this finish until the ledger takes it (a dead proxy's: orphaned at lease end).
-            rt.set_ledger_up(False, str(e))
-            rt.defer_finish(meter.ledger, meter.hold_id, result.action, result.charge,
-                            result.source)
-            logger.error(f"seatbelt: could not finish flow {meter.flow_id} yet (retried): {e}")
-        rt.mark_budgets_dirty()
-    cost, usd_overrun = await money.finish_usd(rt, meter, result)  # the USD hold, if any
+    # An overrun is usage above the hold: known here, no need to ask the ledger.
+    overrun = (meter.hold_id is not None and result.action == "settle"
+               and result.charge > meter.reserved)
+    cost, usd_overrun = money.usd_outcome(meter, result)
     overrun = overrun or usd_overrun
 
     end = time.monotonic()
@@ -70,22 +65,7 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
     first = scanner.first_output_at if scanner is not None else None
     ttft = first - meter.dispatched_at if first is not None else None
     duration = end - meter.dispatched_at
-    get_metrics().finished(
-        account=meter.account,
-        key=meter.key,
-        outcome=result.outcome,
-        provider=meter.route.provider,
-        model=meter.model_label,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-        ttft_s=ttft,
-        duration_s=duration,
-        usage_source=result.source,
-        overrun=overrun,
-    )
-    get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
-    write_audit(rt, meter, result, status=_client_status(flow, result), overrun=overrun, ttft=ttft,
-                duration=duration, cost_usd=pricing.to_usd(cost))
+    client_status = _client_status(flow, result)
     if flow is not None:
         flow.comment = comment_for(meter, result, overrun)
         if scanner is not None and response is not None and not response.raw_content:
@@ -97,6 +77,66 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
                 received=scanner.bytes_in,
                 content_encoding=response.headers.get("content-encoding", ""),
             )
+
+    def record() -> None:
+        get_metrics().finished(
+            account=meter.account,
+            key=meter.key,
+            outcome=result.outcome,
+            provider=meter.route.provider,
+            model=meter.model_label,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            ttft_s=ttft,
+            duration_s=duration,
+            usage_source=result.source,
+            overrun=overrun,
+        )
+        get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
+        write_audit(rt, meter, result, status=client_status, overrun=overrun, ttft=ttft,
+                    duration=duration, cost_usd=pricing.to_usd(cost))
+
+    holds = []
+    if meter.ledger is not None:
+        if meter.hold_id is not None:
+            holds.append((meter.hold_id, result.charge, meter.caps))
+        if meter.usd_hold_id is not None:
+            holds.append((meter.usd_hold_id, cost or 0, meter.usd_caps))
+    finish_holds(rt, meter.ledger, holds, result.action, result.source, meter.flow_id, record)
+
+
+def finish_holds(rt: Runtime, ledger: Ledger | None, holds: list[tuple[str, int, tuple[Cap, ...]]],
+                 action: FinishAction, source: UsageSource, flow_id: str,
+                 then: Callable[[], None]) -> None:
+    """Hand each (hold, charge, caps) to the ledger; `then` runs once all have landed or
+    failed. A failed one is queued for retry (the hold stays counted meanwhile); one an
+    operator released while its request ran is charged onto its caps afterwards."""
+    if ledger is None or not holds:
+        then()
+        return
+    left = [len(holds)]
+
+    def landed(hold_id: str, charge: int, caps: tuple[Cap, ...],
+               settled: Settlement | None, error: Exception | None) -> None:
+        if isinstance(error, LedgerUnavailable):
+            # The background task retries it until the ledger takes it (a dead proxy's:
+            # orphaned at lease end).
+            rt.set_ledger_up(False, str(error))
+            rt.defer_finish(ledger, hold_id, action, charge, source)
+            logger.error(f"seatbelt: could not finish flow {flow_id} yet (retried): {error}")
+        elif error is not None:
+            logger.error(f"seatbelt: finishing hold {hold_id} of flow {flow_id} failed "
+                         f"({type(error).__name__})")
+        elif settled is not None and settled.already_final:
+            rt.spawn(money.charge_after_release(ledger, caps, charge, hold_id))
+        left[0] -= 1
+        if left[0] == 0:
+            rt.mark_budgets_dirty()
+            then()
+
+    for hold_id, charge, caps in holds:
+        ledger.finish_soon(hold_id, action, charge, source=source,
+                           done=functools.partial(landed, hold_id, charge, caps))
 
 
 def _client_status(flow: http.HTTPFlow | None, result: Outcome) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from addon import money
+from addon import money, settlement
 from addon.apis.base import Usage
 from addon.ledger import open_ledger
 from addon.ledger.base import Cap, CapRefusal, Window
@@ -81,20 +81,27 @@ def test_admit_settle_and_release_after_an_operator_release(tmp_path, write_poli
         assert [s.reserved for s in await ledger.snapshot(caps)] == [300_000, 300_000]
 
         meter = SimpleNamespace(price=policy.price_for("gpt-4o-mini"), ledger=ledger,
-                                usd_hold_id=hold.hold_id, usd_caps=tuple(caps), flow_id="f")
+                                usd_hold_id=hold.hold_id, usd_reserved=hold.amount,
+                                usd_caps=tuple(caps), flow_id="f")
         usage = Usage(prompt_tokens=90, completion_tokens=50, cached_tokens=40)
         result = Outcome("settle", 90, 50, usage, "reported", "served")
         await ledger.release(hold.hold_id)  # an operator released it while the request ran
-        charged, overrun = await money.finish_usd(rt, meter, result)
+        charged, overrun = money.usd_outcome(meter, result)
         assert charged == 50 * 1000 + 40 * 100 + 50 * 2000 and not overrun
+        recorded: list[str] = []
+        settlement.finish_holds(rt, ledger, [(hold.hold_id, charged, tuple(caps))], "settle",
+                                "reported", "f", lambda: recorded.append("audit"))
+        assert recorded == ["audit"]
+        await asyncio.gather(*rt._tasks)  # the charge onto the caps after the release
         assert [s.spent for s in await ledger.snapshot(caps)] == [charged, charged]
         assert [s.reserved for s in await ledger.snapshot(caps)] == [0, 0]
 
         unpriced = SimpleNamespace(price=None)
-        assert await money.finish_usd(rt, unpriced, result) == (None, False)
+        assert money.usd_outcome(unpriced, result) == (None, False)
         released = Outcome("release", None, None, Usage(), "none", "upstream_error")
-        meter.usd_hold_id = None
-        assert await money.finish_usd(rt, meter, released) == (0, False)
+        assert money.usd_outcome(meter, released) == (0, False)
+        over = Outcome("settle", 900, 5000, Usage(900, 5000), "reported", "served")
+        assert money.usd_outcome(meter, over)[1]  # above the USD hold: an overrun
         await ledger.close()
 
     asyncio.run(go())

@@ -8,8 +8,10 @@ Backends: memory (tests), sqlite (default, durable), redis (many proxies).
 from __future__ import annotations
 
 import abc
+import asyncio
 import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -130,6 +132,11 @@ class LedgerUnavailable(Exception):
     """The backend cannot be reached or written; callers fail closed (503)."""
 
 
+FinishAction = Literal["settle", "release"]
+# finish_soon's answer: (the settlement or None after a release, the error or None)
+FinishDone = Callable[["Settlement | None", "Exception | None"], None]
+
+
 class Ledger(abc.ABC):
     """Budget state behind one small interface.
 
@@ -187,6 +194,41 @@ class Ledger(abc.ABC):
         whatever is left of it is credit (negative spend) in the current bucket. So
         `adjust(cap, -spent)` is a reset (nothing credited) and a larger negative delta
         is a top-up (on a rolling window the credit lasts one window length)."""
+
+    def finish_soon(self, hold_id: str, action: FinishAction, actual: int, *,
+                    source: UsageSource, done: FinishDone) -> None:
+        """Settle (action "settle") or release a hold without the caller waiting for it.
+
+        Why: the response hook has nothing to wait for, and each wait costs mitmproxy a
+        suspended hook task. A finish lost to a crash before it lands leaves the hold,
+        which the next start charges whole as `orphaned`: never free, never lost.
+        `done(settlement, None)` after a settle, `done(None, None)` after a release,
+        `done(None, error)` when it failed (LedgerUnavailable: retry later). Called once.
+        Default: a task awaiting settle()/release(); local backends do better."""
+        task = asyncio.get_running_loop().create_task(
+            self._finish(hold_id, action, actual, source, done))
+        tasks = self.__dict__.setdefault("_finishing", set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _finish(self, hold_id: str, action: FinishAction, actual: int,
+                      source: UsageSource, done: FinishDone) -> None:
+        try:
+            if action == "settle":
+                result: Settlement | None = await self.settle(hold_id, actual, source=source)
+            else:
+                await self.release(hold_id)
+                result = None
+        except Exception as e:
+            done(None, e)
+            return
+        done(result, None)
+
+    async def drain(self) -> None:
+        """Every finish_soon() so far has landed or failed (shutdown, before close())."""
+        tasks = self.__dict__.get("_finishing")
+        if tasks:
+            await asyncio.gather(*list(tasks), return_exceptions=True)
 
     async def ping(self) -> bool:
         """True when the backend answers (readiness)."""

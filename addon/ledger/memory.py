@@ -17,6 +17,8 @@ from . import windows as w
 from .base import (
     Cap,
     CapState,
+    FinishAction,
+    FinishDone,
     HoldIds,
     HoldInfo,
     Ledger,
@@ -148,6 +150,9 @@ class MemoryLedger(Ledger):
         self, hold_id: str, actual: int, *, source: UsageSource, now: float | None = None
     ) -> Settlement:
         w.check_settle(actual, source)
+        return self._settle_now(hold_id, actual)
+
+    def _settle_now(self, hold_id: str, actual: int) -> Settlement:
         store = self._writable()
         hold = store.holds.pop(hold_id, None)
         if hold is None:
@@ -156,10 +161,27 @@ class MemoryLedger(Ledger):
         return Settlement(actual, actual > hold.amount)
 
     async def release(self, hold_id: str) -> None:
+        self._release_now(hold_id)
+
+    def _release_now(self, hold_id: str) -> None:
         store = self._writable()
         hold = store.holds.pop(hold_id, None)
         if hold is not None and hold.orphaned_at is not None:
             store.charge(hold, -hold.amount)  # never sent after all: refund the orphan charge
+
+    def finish_soon(self, hold_id: str, action: FinishAction, actual: int, *,
+                    source: UsageSource, done: FinishDone) -> None:
+        """In memory there is nothing to wait for: finished at once, `done` called now."""
+        if action == "settle":
+            w.check_settle(actual, source)
+        try:
+            result = self._settle_now(hold_id, actual) if action == "settle" else None
+            if action != "settle":
+                self._release_now(hold_id)
+        except LedgerUnavailable as e:
+            done(None, e)
+            return
+        done(result, None)
 
     async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
         w.check_adjust(cap, delta)

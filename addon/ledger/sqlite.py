@@ -5,11 +5,13 @@ it returns, so settled spend survives SIGKILL and restarts; only a power cut can
 the last few commits. Writes take the write lock up front (BEGIN IMMEDIATE) so two
 processes sharing the file cannot both pass a cap.
 
-Group commit: the writes queued during one turn of the event loop (the reserves and
-settles of requests that arrived together) run in one transaction; each caller is
-answered only after that commit. A commit costs about as much as the statements of a
-reserve and a settle together, so under load most of it is shared; alone, a write
-waits for nothing but the rest of the current loop turn.
+Reserves commit inline, before the request is dispatched. Settles and releases from the
+response hook (finish_soon) are deferred: the next reservation's transaction carries
+them, or the end of the loop turn commits them; their callers are told after that
+commit. A commit costs about as much as the statements of a reserve and a settle
+together, and a hook that waits costs mitmproxy a suspended task (~40 us, bench/): so
+one commit and no wait per request. A finish lost to a crash before its commit leaves
+the hold, charged whole as orphaned at the next start: never free.
 
 Processes sharing the file (two proxies, a proxy and the report) work: WAL readers never
 block the writer.
@@ -56,6 +58,8 @@ from . import windows as w
 from .base import (
     Cap,
     CapState,
+    FinishAction,
+    FinishDone,
     HoldIds,
     HoldInfo,
     Ledger,
@@ -105,7 +109,7 @@ SQL_BEAT = "INSERT OR REPLACE INTO owners (owner, heartbeat) VALUES (?, ?)"
 
 
 class _Raised:
-    """A queued write's exception, held until its batch is known to have committed."""
+    """A write's exception, held until its transaction is known to have committed."""
 
     __slots__ = ("error",)
 
@@ -113,9 +117,13 @@ class _Raised:
         self.error = error
 
 
+class _BatchRaised(Exception):
+    """Rolls a transaction back when one of its writes raised (see SqliteLedger._commit)."""
+
+
 def _attempt(body: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T | _Raised:
-    """Run one write of a batch; SQLite's own errors abort the batch, anything else is
-    kept for the caller (the batch is then re-run write by write)."""
+    """Run one write of a transaction; SQLite's own errors abort the transaction, anything
+    else is kept (the transaction is then rolled back and re-run write by write)."""
     try:
         return body(conn)
     except (sqlite3.Error, OSError):
@@ -124,34 +132,28 @@ def _attempt(body: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) 
         return _Raised(e)
 
 
-class _BatchRaised(Exception):
-    """Rolls a batch back when one of its writes raised (see SqliteLedger._flush)."""
+class _Deferred:
+    """A finish_soon() write waiting for the next commit, and who to tell."""
 
+    __slots__ = ("body", "done", "deadline")
 
-def _all_or_none(outcomes: list[Any]) -> list[Any]:
-    if any(isinstance(result, _Raised) for result in outcomes):
-        raise _BatchRaised
-    return outcomes
-
-
-class _Write:
-    """One queued write transaction body and the future its caller awaits."""
-
-    __slots__ = ("body", "future", "deadline")
-
-    def __init__(self, body: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]
-                 ) -> None:
+    def __init__(self, body: Callable[[sqlite3.Connection], Settlement | None],
+                 done: FinishDone) -> None:
         self.body = body
-        self.future = future
-        self.deadline: float | None = None  # set when the batch first meets a lock
+        self.done = done
+        self.deadline: float | None = None  # set when it first meets another process's lock
 
-    def answer(self, result: Any) -> None:
-        if not self.future.done():
-            self.future.set_result(result)
+    def answer(self, result: Settlement | _Raised | None) -> None:
+        try:
+            if isinstance(result, _Raised):
+                self.done(None, result.error)
+            else:
+                self.done(result, None)
+        except Exception:  # the caller's bookkeeping must not break the ledger's
+            log.exception("seatbelt: a finished hold's callback failed")
 
-    def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
+    def fail(self, error: Exception) -> None:
+        self.answer(_Raised(error))
 
 
 def _unchained(error: LedgerUnavailable) -> LedgerUnavailable:
@@ -192,10 +194,9 @@ class SqliteLedger(Ledger):
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._registered = False
-        self._queue: list[_Write] = []  # writes waiting for this loop turn's commit
+        self._deferred: list[_Deferred] = []  # finish_soon() writes not committed yet
         self._flush_handle: asyncio.Handle | None = None
         self._busy_delay = 0.0  # the current wait for another process's lock
-        self._unclaimed: set[asyncio.Task[None]] = set()  # releases of orphaned grants
 
     # -- connection and fault handling -------------------------------------------------
 
@@ -274,32 +275,16 @@ class SqliteLedger(Ledger):
             raise
         return result
 
-    async def _run(self, body: Callable[[sqlite3.Connection], T], *, write: bool,
-                   undo: Callable[[T], None] | None = None) -> T | None:
-        """Run `body` (in a write transaction if `write`); retry on lock without blocking
-        the loop; any other fault becomes LedgerUnavailable. None: read-only, no file.
-
-        Writes are group-committed: every write queued during one turn of the event loop
-        runs in one transaction, committed before any of them returns (see _flush).
-        `undo`: what to do with a committed result whose caller was cancelled before it
-        could take it (a granted hold nobody knows of must not sit out its lease)."""
-        if write:
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[Any] = loop.create_future()
-            self._queue.append(_Write(body, future))
-            if self._flush_handle is None:
-                self._flush_handle = loop.call_soon(self._flush)
-            try:
-                return await future
-            except asyncio.CancelledError:
-                if (undo is not None and future.done() and not future.cancelled()
-                        and future.exception() is None):
-                    undo(future.result())
-                raise
+    async def _run(self, body: Callable[[sqlite3.Connection], T], *, write: bool) -> T | None:
+        """Run `body` (in a write transaction if `write`, which also commits every deferred
+        finish); retry on lock without blocking the loop; any other fault becomes
+        LedgerUnavailable. None: read-only, no file."""
         deadline: float | None = None
         delay = 0.0005
         while True:
             try:
+                if write:
+                    return self._commit(body)
                 if self._conn is None:
                     self._conn = self._connect()
                     if self._conn is None:
@@ -314,7 +299,63 @@ class SqliteLedger(Ledger):
                         delay = min(delay * 2, 0.02)
                         continue
                     raise self._locked() from None
-                raise self._fault(e) from None
+                error = self._fault(e)
+                self._fail_deferred(error)
+                raise error from None
+
+    def _commit(self, body: Callable[[sqlite3.Connection], T] | None) -> T | None:
+        """One write transaction: every deferred finish first, then `body`; answered after
+        COMMIT. SQLite errors propagate (busy: the deferred writes stay queued)."""
+        deferred, self._deferred = self._deferred, []
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+                assert self._conn is not None  # only a read-only ledger has no file
+
+            def run(conn: sqlite3.Connection) -> tuple[list[Any], Any]:
+                outcomes = [_attempt(d.body, conn) for d in deferred]
+                mine = _attempt(body, conn) if body is not None else None
+                if isinstance(mine, _Raised) or any(isinstance(o, _Raised) for o in outcomes):
+                    raise _BatchRaised
+                return outcomes, mine
+
+            outcomes, mine = self._tx(self._conn, self._registering(run))
+            self._registered = True
+        except _BatchRaised:
+            return self._alone(deferred, body)
+        except BaseException:
+            self._deferred[:0] = deferred  # not committed: still owed (or failed by caller)
+            raise
+        for d, outcome in zip(deferred, outcomes):
+            d.answer(outcome)
+        return mine
+
+    def _alone(self, deferred: list[_Deferred], body: Callable[[sqlite3.Connection], T] | None
+               ) -> T | None:
+        """A write raised (a bug, not SQLite): the transaction was rolled back; each write
+        runs in its own, so one bad write takes nothing else with it."""
+        assert self._conn is not None
+        for d in deferred:
+            try:
+                outcome = self._tx(self._conn, self._registering(d.body))
+                self._registered = True
+            except (sqlite3.Error, OSError):
+                self._deferred.append(d)  # the next commit (or its failure) answers it
+                continue
+            except Exception as e:
+                d.fail(e)
+                continue
+            d.answer(outcome)
+        if body is None:
+            return None
+        result = self._tx(self._conn, self._registering(body))
+        self._registered = True
+        return result
+
+    def _fail_deferred(self, error: Exception) -> None:
+        deferred, self._deferred = self._deferred, []
+        for d in deferred:
+            d.fail(error)
 
     def _locked(self) -> LedgerUnavailable:
         return _unchained(LedgerUnavailable(
@@ -327,81 +368,37 @@ class SqliteLedger(Ledger):
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return _unchained(LedgerUnavailable(f"sqlite ledger {self.path}: {reason}"))
 
-    def _flush(self) -> None:
-        """Commit every queued write in one transaction, then answer each.
+    def _defer(self, body: Callable[[sqlite3.Connection], Settlement | None],
+               done: FinishDone) -> None:
+        self._deferred.append(_Deferred(body, done))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
-        Why: a commit (BEGIN IMMEDIATE + COMMIT + the WAL append) costs about as much as
-        the statements of a reserve and a settle together; requests that arrive together
-        share it. Nothing is answered before its commit, so a granted hold is durable
-        before its request is dispatched, exactly as with one transaction per call.
-        A write that raises (a bug, not SQLite) must not take its neighbours with it: the
-        batch is rolled back and every write re-run in a transaction of its own.
-        When another process holds the lock, the batch waits (0.5 ms doubling to 20 ms)
-        and each write gives up alone once it has waited `busy_seconds`."""
+    def _flush(self) -> None:
+        """End of the loop turn: commit the finishes no reservation has carried yet."""
         self._flush_handle = None
-        batch = [op for op in self._queue if not op.future.done()]
-        self._queue = []
-        if not batch:
+        if not self._deferred:
             return
         try:
-            if self._conn is None:
-                self._conn = self._connect()
-                assert self._conn is not None  # only read-only ledgers have no file
-            outcomes = self._tx(self._conn, self._registering(
-                lambda conn: _all_or_none([_attempt(op.body, conn) for op in batch])))
-            self._registered = True
+            self._commit(None)
             self._busy_delay = 0.0
-        except _BatchRaised:
-            self._rerun_alone(batch)
-            return
         except (sqlite3.Error, OSError) as e:
-            if isinstance(e, sqlite3.Error) and _is_busy(e):
-                self._wait_for_lock(batch)
-            else:
-                error = self._fault(e)
-                for op in batch:
-                    op.fail(error)
-            return
-        for op, result in zip(batch, outcomes):
-            op.answer(result)
-
-    def _wait_for_lock(self, batch: list[_Write]) -> None:
-        now = time.monotonic()
-        waiting = []
-        for op in batch:
-            if op.deadline is None:
-                op.deadline = now + self.busy_seconds
-            if now < op.deadline:
-                waiting.append(op)
-            else:
-                op.fail(self._locked())
-        if not waiting:
-            return
-        self._queue[:0] = waiting  # first in line when the lock frees
-        self._busy_delay = min(self._busy_delay * 2, 0.02) if self._busy_delay else 0.0005
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-        self._flush_handle = asyncio.get_running_loop().call_later(self._busy_delay, self._flush)
-
-    def _rerun_alone(self, batch: list[_Write]) -> None:
-        """The batch was rolled back: run each write in its own transaction."""
-        for op in batch:
-            try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                    assert self._conn is not None
-                result = self._tx(self._conn, self._registering(op.body))
-                self._registered = True
-            except (sqlite3.Error, OSError) as e:
-                if isinstance(e, sqlite3.Error) and _is_busy(e):
-                    self._wait_for_lock([op])
-                    continue
-                op.fail(self._fault(e))
-                continue
-            except Exception as e:
-                op.fail(e)
-                continue
-            op.answer(result)
+            if not (isinstance(e, sqlite3.Error) and _is_busy(e)):
+                self._fail_deferred(self._fault(e))
+                return
+            now = time.monotonic()
+            waiting = []
+            for d in self._deferred:
+                d.deadline = d.deadline or now + self.busy_seconds
+                if now < d.deadline:
+                    waiting.append(d)
+                else:
+                    d.fail(self._locked())
+            self._deferred = waiting
+            if waiting:
+                self._busy_delay = min(self._busy_delay * 2, 0.02) if self._busy_delay else 0.0005
+                self._flush_handle = asyncio.get_running_loop().call_later(
+                    self._busy_delay, self._flush)
 
     def _registering(
         self, body: Callable[[sqlite3.Connection], T]
@@ -488,28 +485,52 @@ class SqliteLedger(Ledger):
             )
             return Reservation(hold_id, amount, states=tuple(states))
 
-        result = await self._run(body, write=True, undo=self._release_unclaimed)
+        result = await self._run(body, write=True)
         assert result is not None
         return result
-
-    def _release_unclaimed(self, reservation: Reservation) -> None:
-        if reservation.hold_id is not None:
-            task = asyncio.get_running_loop().create_task(self.release(reservation.hold_id))
-            self._unclaimed.add(task)
-            task.add_done_callback(self._unclaimed.discard)
 
     async def settle(
         self, hold_id: str, actual: int, *, source: UsageSource, now: float | None = None
     ) -> Settlement:
         w.check_settle(actual, source)
         self._writable()
+        result = await self._run(self._settle_body(hold_id, actual), write=True)
+        assert result is not None
+        return result
 
+    async def release(self, hold_id: str) -> None:
+        self._writable()
+        await self._run(self._release_body(hold_id), write=True)
+
+    def finish_soon(self, hold_id: str, action: FinishAction, actual: int, *,
+                    source: UsageSource, done: FinishDone) -> None:
+        """Deferred to the next commit: the next reservation's transaction carries it, or
+        the end of this loop turn commits it. No task, no wait: one commit then serves a
+        settle and the next reserve."""
+        if action == "settle":
+            w.check_settle(actual, source)
+        if self.readonly:
+            done(None, LedgerUnavailable("ledger was opened read-only"))
+            return
+        self._defer(self._settle_body(hold_id, actual) if action == "settle"
+                    else self._release_body(hold_id), done)
+
+    async def drain(self) -> None:
+        if self._deferred:
+            await self._run(lambda conn: None, write=True)
+
+    @staticmethod
+    def _hold_rows(conn: sqlite3.Connection, hold_id: str) -> list[Any]:
+        return conn.execute(
+            "SELECT subject, bucket, prune_after, amount, orphaned_at FROM holds"
+            " WHERE hold_id = ?",
+            (hold_id,),
+        ).fetchall()
+
+    def _settle_body(self, hold_id: str, actual: int
+                     ) -> Callable[[sqlite3.Connection], Settlement]:
         def body(conn: sqlite3.Connection) -> Settlement:
-            rows = conn.execute(
-                "SELECT subject, bucket, prune_after, amount, orphaned_at FROM holds"
-                " WHERE hold_id = ?",
-                (hold_id,),
-            ).fetchall()
+            rows = self._hold_rows(conn, hold_id)
             if not rows:
                 return Settlement(0, False, already_final=True)
             amount = rows[0][3]
@@ -518,29 +539,21 @@ class SqliteLedger(Ledger):
             conn.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
             return Settlement(actual, actual > amount)
 
-        result = await self._run(body, write=True)
-        assert result is not None
-        return result
+        return body
+
+    def _release_body(self, hold_id: str) -> Callable[[sqlite3.Connection], None]:
+        def body(conn: sqlite3.Connection) -> None:
+            rows = self._hold_rows(conn, hold_id)
+            if rows and rows[0][4] is not None:
+                self._charge(conn, rows, -rows[0][3])  # never sent after all: refund
+            conn.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
+
+        return body
 
     @staticmethod
     def _charge(conn: sqlite3.Connection, rows: list[Any], delta: int) -> None:
         if delta:
             conn.executemany(SQL_ADD, [(r[0], r[1], delta, r[2]) for r in rows])
-
-    async def release(self, hold_id: str) -> None:
-        self._writable()
-
-        def body(conn: sqlite3.Connection) -> None:
-            rows = conn.execute(
-                "SELECT subject, bucket, prune_after, amount, orphaned_at FROM holds"
-                " WHERE hold_id = ?",
-                (hold_id,),
-            ).fetchall()
-            if rows and rows[0][4] is not None:
-                self._charge(conn, rows, -rows[0][3])  # never sent after all: refund
-            conn.execute("DELETE FROM holds WHERE hold_id = ?", (hold_id,))
-
-        await self._run(body, write=True)
 
     async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
         w.check_adjust(cap, delta)
