@@ -444,6 +444,10 @@ class Scanner:
             and self._decoder.identity
             and self._decoder.error is None
         )
+        # Fast path (__call__): kept-copy offset from which bytes are not scanned yet, and
+        # the kept length up to which chunks may join unscanned; -1: off.
+        self._mark = -1
+        self._fast_limit = -1
         self._batch: list[bytes] = []  # chunks received after the first output, not scanned
         self._batched = 0  # their length
         # Text counting of SSE/NDJSON regions that are wholly in the kept copy is deferred
@@ -499,6 +503,19 @@ class Scanner:
     # -- the stream callable ---------------------------------------------------------
 
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
+        # The fast path, once the first output's time is taken (one call per token with
+        # most servers): the chunk joins the kept copy and is scanned from there later,
+        # BATCH bytes at a time (_catch_up). ~0.3 us instead of ~1 us per call.
+        n = len(chunk)
+        kept = self._kept
+        if n and len(kept) + n <= self._fast_limit:
+            kept += chunk
+            self.bytes_in += n
+            return chunk
+        return self._call(chunk)
+
+    def _call(self, chunk: bytes) -> bytes | list[bytes]:
+        self._catch_up()
         if not chunk:
             out = self._finish()
             return out or b""
@@ -508,7 +525,8 @@ class Scanner:
             self._keep(out)
             return out if out else []  # never b"" mid-stream: it would end the body
         kept = self._kept
-        if len(kept) + len(chunk) <= self.keep_limit:
+        whole = len(kept) + len(chunk) <= self.keep_limit
+        if whole:
             kept += chunk
         elif len(kept) < self.keep_limit:
             self._keep(chunk)
@@ -516,6 +534,11 @@ class Scanner:
             self.kept_truncated = True
         if self.scan_error is None:
             data = chunk
+            if self.output_seen and whole and not self._batch:
+                # Left in the kept copy for _catch_up; the fast path takes the next ones.
+                self._mark = len(kept) - len(chunk)
+                self._fast_limit = min(self._mark + BATCH, self.keep_limit)
+                return chunk
             if self.output_seen:
                 # The first output's time is taken: from here on, chunks (one per token
                 # with most servers) are scanned in batches, which costs a fraction of
@@ -554,7 +577,17 @@ class Scanner:
             self._scan(body)
         self._finish()
 
+    def _catch_up(self) -> None:
+        """Scan what the fast path left in the kept copy, and leave the fast path."""
+        mark = self._mark
+        if mark < 0:
+            return
+        self._mark = self._fast_limit = -1
+        if mark < len(self._kept) and self.scan_error is None:
+            self._scan(bytes(self._kept[mark:]))
+
     def _finish(self) -> bytes:
+        self._catch_up()
         if self.ended:
             return b""
         self.ended = True
