@@ -7,9 +7,8 @@
                                      the window length, an upper bound); absent for balance
     x-seatbelt-clamped: ORIG->NEW    the output limit seatbelt lowered (over_cap: clamp)
 
-Both budget headers are absent when no cap applies. The ledger snapshot behind them is
-started at admission and awaited in `responseheaders`, so it runs while the upstream
-works instead of before dispatch.
+Both budget headers are absent when no cap applies. They come from the cap states the
+reservation itself read (no second ledger read), and are set in `responseheaders`.
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+
+from mitmproxy.http import Headers
 
 from addon.ledger.base import Cap, CapState, Ledger, Reservation
 from addon.ledger.windows import seconds_until_reset
@@ -26,6 +27,22 @@ logger = logging.getLogger("seatbelt")
 REMAINING = "x-seatbelt-remaining-tokens"
 RESET = "x-seatbelt-reset"
 CLAMPED = "x-seatbelt-clamped"
+
+
+_OURS = (b"x-seatbelt-",)
+
+
+def set_on(headers: Headers, values: dict[str, str]) -> None:
+    """Set the headers on a response: appended in one go (~2 us) unless the upstream sent
+    one of them too (then each is replaced, ~5 us apiece)."""
+    if not values:
+        return
+    fields = headers.fields
+    if all(name.isascii() and not name.lower().startswith(_OURS) for name, _ in fields):
+        headers.fields = fields + tuple((k.encode(), v.encode()) for k, v in values.items())
+        return
+    for name, value in values.items():
+        headers[name] = value
 
 
 def capped(caps: Sequence[Cap]) -> bool:

@@ -50,7 +50,9 @@ def llm_route(flow: http.HTTPFlow, policy: Policy | None = None) -> Route | None
     """The request's API route; the policy's `routes:` rules may override it per host/path."""
     req = flow.request
     path = req.path.split("?", 1)[0]
-    api = policy.route_settings(req.pretty_host, path).api if policy is not None else None
+    # (pretty_host parses the Host header: only worth it when a routes: rule may match)
+    api = (policy.route_settings(req.pretty_host, path).api
+           if policy is not None and policy.routes else None)
     key = (req.method, path, api, frozenset(name.lower() for name, _ in req.headers.fields))
     try:
         return _ROUTES[key]
@@ -221,7 +223,8 @@ async def admit(rt: Runtime, flow: http.HTTPFlow, route: Route) -> None:
     injected = False
     settings = rt.settings
     if (facts.stream and not facts.wants_usage and settings is not None and settings.inject_usage
-            and policy.route_settings(req.pretty_host, path).stream_options is not False):
+            and (not policy.routes
+                 or policy.route_settings(req.pretty_host, path).stream_options is not False)):
         injected = family.request_usage(route, body)
         if injected:
             edits.append("usage_requested")

@@ -24,7 +24,7 @@ if _ROOT not in sys.path:
 
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
-from addon import gate, livepolicy, refusals, settlement  # noqa: E402
+from addon import budgetheaders, gate, livepolicy, refusals, settlement  # noqa: E402
 from addon.apis import FAMILIES  # noqa: E402
 from addon.commands import SeatbeltCommands  # noqa: E402
 from addon.contentview import LLMView  # noqa: E402
@@ -126,8 +126,7 @@ class Seatbelt:
         if meter is None or flow.response is None:
             return
         # Budget / clamp headers, set before the body starts so streams carry them too.
-        for name, value in meter.headers.items():
-            flow.response.headers[name] = value
+        budgetheaders.set_on(flow.response.headers, meter.headers)
         if not 200 <= flow.response.status_code < 300:
             return  # an upstream error: buffered (small), released at the end
         headers = flow.response.headers

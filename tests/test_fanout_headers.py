@@ -69,3 +69,20 @@ def test_policy_watch_reports_a_vanished_file_once(tmp_path, monkeypatch):
     path.write_text("version: 1\nrequire_auth: true\n")
     rt.policy_watch.poll(rt)
     assert rt.policy.require_auth is True
+
+
+def test_budget_headers_are_appended_or_replace_the_upstreams_own() -> None:
+    from mitmproxy.http import Headers
+
+    from addon.budgetheaders import REMAINING, RESET, set_on
+
+    plain = Headers(content_type="application/json")
+    set_on(plain, {REMAINING: "10", RESET: "60"})
+    assert plain.fields == ((b"content-type", b"application/json"),
+                            (REMAINING.encode(), b"10"), (RESET.encode(), b"60"))
+    spoofed = Headers([(b"X-Seatbelt-Remaining-Tokens", b"999999"), (b"content-type", b"x")])
+    set_on(spoofed, {REMAINING: "10"})
+    assert spoofed.get_all(REMAINING) == ["10"]  # the upstream's own value does not survive
+    untouched = Headers(content_type="x")
+    set_on(untouched, {})
+    assert untouched.fields == ((b"content-type", b"x"),)
