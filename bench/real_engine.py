@@ -146,12 +146,70 @@ def check_metering(sb: proxies.Proc, engine: proxies.Proc, n: int) -> dict[str, 
     return out
 
 
+RESULTS = Path(__file__).with_name("real_engine.md")
+
+
+def versions() -> dict[str, str]:
+    """What ran: the engine's package, mitmproxy (asked of the mitmdump that ran)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        engine = version("llama-cpp-python")
+    except PackageNotFoundError:
+        engine = "?"
+    out = subprocess.run([proxies.mitmdump_binary(), "--version"], capture_output=True,
+                         text=True).stdout
+    mitm = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.lower().startswith("mitmproxy:")), "?")
+    return {"llama-cpp-python": engine, "mitmproxy": mitm}
+
+
+def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
+    """bench/real_engine.md: written by `--write`, never by hand."""
+    import datetime
+    import os
+    import platform
+
+    v = versions()
+    m = result["metering"]
+    lines = [
+        "# seatbelt in front of a real inference server",
+        "",
+        f"Measured {datetime.date.today()} by `python -m bench.real_engine --write` on "
+        f"{os.cpu_count()} CPUs, {platform.system()}; llama-cpp-python {v['llama-cpp-python']} "
+        f"(Gemma 3 270M Q4_K_M, chat format gemma, temperature 0), mitmproxy "
+        f"{v['mitmproxy']}. wrk, 2 connections for requests/s and 1 for p50, "
+        f"{args.seconds:g} s each, chat completions of 16 tokens; not pinned, not in CI.",
+        "",
+        "| proxy | requests/s | p50 ms | errors |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in CONFIGS:
+        r = result[c]
+        lines.append(f"| {c} | {r['rps']:.2f} | {r['p50_ms']} | {r['errors']} |")
+    lines += [
+        "",
+        f"Metering: {m['audit_lines']} of {m['requests']} non-streamed requests audited, "
+        + ("each with exactly the engine's own `usage` (prompt and completion tokens, "
+           "`reported`)." if m["exact"] else f"MISMATCHES: {m['mismatches']}."),
+    ]
+    if "stream" in m:
+        st = m["stream"]
+        lines.append(
+            f"A stream (the server sends no usage in streams): `{st['usage_source']}`, "
+            f"metered {st['metered'][0]} + {st['metered'][1]} tokens; the engine counts "
+            f"{st['engine_unstreamed'][0]} + {st['engine_unstreamed'][1]} for the same "
+            "request unstreamed.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a GGUF file instead of the PyPI package")
     p.add_argument("--requests", type=int, default=20, help="requests for the usage check")
     p.add_argument("--seconds", type=float, default=10, help="seconds per wrk run")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="seatbelt-engine-"))
     engine = start_engine(model_path(a.model), tmp)
@@ -181,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'exactly the engine usage' if m['exact'] else 'MISMATCH ' + str(m['mismatches'])}")
         if "stream" in m:
             print(f"stream: {m['stream']}")
+    if a.write:
+        RESULTS.write_text(markdown(result, a))
+        print(f"wrote {RESULTS}", file=sys.stderr)
     base = result["passthrough"]["rps"]
     if base:
         print(f"seatbelt / pass-through: {result['seatbelt']['rps'] / base:.2f}",
