@@ -206,12 +206,12 @@ class Ledger(abc.ABC):
         `done(None, error)` when it failed (LedgerUnavailable: retry later). Called once.
         Default: a task awaiting settle()/release(); local backends do better."""
         task = asyncio.get_running_loop().create_task(
-            self._finish(hold_id, action, actual, source, done))
+            self._finish_in_task(hold_id, action, actual, source, done))
         tasks = self.__dict__.setdefault("_finishing", set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _finish(self, hold_id: str, action: FinishAction, actual: int,
+    async def _finish_in_task(self, hold_id: str, action: FinishAction, actual: int,
                       source: UsageSource, done: FinishDone) -> None:
         try:
             if action == "settle":

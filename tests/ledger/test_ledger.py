@@ -92,6 +92,28 @@ async def test_settle_moves_hold_to_spend(ledger: Ledger) -> None:
     assert await ledger.holds() == []
 
 
+async def test_finish_soon_settles_and_releases_then_answers_once(ledger: Ledger) -> None:
+    """The response hook's way: handed over, answered once the ledger has it."""
+    key = Cap("key:a", 1000)
+    a = await ledger.reserve([key], 300)
+    b = await ledger.reserve([key], 200)
+    assert a.hold_id is not None and b.hold_id is not None
+    got: list[tuple[str, object, object]] = []
+    ledger.finish_soon(a.hold_id, "settle", 350, source="reported",
+                       done=lambda s, e: got.append(("a", s, e)))
+    ledger.finish_soon(b.hold_id, "release", 0, source="none",
+                       done=lambda s, e: got.append(("b", s, e)))
+    await ledger.drain()
+    assert sorted(got, key=lambda g: g[0]) == [("a", Settlement(350, True), None),
+                                               ("b", None, None)]
+    assert await state(ledger, key) == (350, 0)
+    ledger.finish_soon(a.hold_id, "settle", 350, source="reported",
+                       done=lambda s, e: got.append(("again", s, e)))
+    await ledger.drain()
+    assert got[-1] == ("again", Settlement(0, False, already_final=True), None)
+    assert await state(ledger, key) == (350, 0)  # a second finish charges nothing
+
+
 # -- balance -------------------------------------------------------------------------
 
 
