@@ -94,7 +94,11 @@ def test_a_settle_lost_to_a_passing_ledger_fault_is_retried(
             blocker.execute("BEGIN IMMEDIATE")
             try:
                 f.response = tflow.tresp(status_code=500)  # release on an upstream error
-                await sb.response(f)  # the release meets the lock (2 s) and is queued
+                await sb.response(f)  # handed over; it meets the lock for 2 s, then is queued
+                for _ in range(200):
+                    if runtime.unfinished:
+                        break
+                    await asyncio.sleep(0.02)
                 assert runtime.unfinished and not runtime.ready()
             finally:
                 blocker.execute("ROLLBACK")
