@@ -144,12 +144,16 @@ class Bench:
         for rnd in range(self.args.rounds):
             for body in ("json", "sse"):
                 for c in self.order(rnd):
+                    before = procs[c].cpu_seconds()
                     res = self.wrk(procs[c], body, 8, self.args.seconds)
-                    runs[body][c].append({"rps": res.rps})
+                    used = procs[c].cpu_seconds() - before
+                    runs[body][c].append({"rps": res.rps, "cpu_us": used / max(res.requests, 1)
+                                          * 1e6})
             log(f"throughput round {rnd + 1}/{self.args.rounds}: " + ", ".join(
                 f"{b} {c} {runs[b][c][-1]['rps']:.0f}" for b in runs for c in self.configs))
         self.result["throughput"] = {
             b: {c: {"rps": round(median_of(runs[b][c], "rps")),
+                    "cpu_us": round(median_of(runs[b][c], "cpu_us")),
                     "rounds": [round(r["rps"]) for r in runs[b][c]]} for c in self.configs}
             for b in runs}
 

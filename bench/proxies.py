@@ -98,6 +98,16 @@ class Proc:
             pass
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (Linux /proc), 0 if unknown.
+        Per request, it is a cross-check of throughput that another tenant's load on
+        the machine barely moves (stolen time is not counted)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

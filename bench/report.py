@@ -102,6 +102,22 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{_ratio(ours, base)} | {_ratio(ours, plain)} |"
                 + (f" {_num(mem)} ({_ratio(mem, base)}) |" if mem_ledger else "")
             )
+    if tp and any("cpu_us" in c for row in tp.values() for c in row.values()):
+        configs = [c for c in ("plain", "passthrough", "seatbelt", "seatbelt-memory")
+                   if any(c in row for row in tp.values())]
+        lines += ["", "Proxy CPU time per request under the same load (us, user + system, "
+                  "median of rounds): a cross-check of the throughput ratio that another "
+                  "tenant's load barely moves. `added` is seatbelt's cost over the "
+                  "pass-through baseline; `ratio` is pass-through / seatbelt.", "",
+                  "| response | " + " | ".join(configs) + " | added | ratio |",
+                  "| --- |" + " --- |" * (len(configs) + 2)]
+        for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+            row = tp.get(body, {})
+            cpu = {c: row.get(c, {}).get("cpu_us") for c in configs}
+            base, ours = cpu.get("passthrough"), cpu.get("seatbelt")
+            added = f"+{ours - base:,}" if base and ours else "-"
+            lines.append(f"| {label} | " + " | ".join(_num(cpu[c]) for c in configs)
+                         + f" | {added} | {_ratio(base, ours)} |")
     lat = r.get("latency", {})
     if lat:
         lines += ["", "Latency at 1 connection (ms, wrk, median of rounds):", "",

@@ -63,8 +63,10 @@ def test_wrk_script_posts_the_body_with_headers():
 
 
 def _result(seatbelt_json: float, seatbelt_p50: float) -> dict:
-    tp = {b: {"plain": {"rps": 1150.0}, "passthrough": {"rps": 1000.0},
-              "seatbelt": {"rps": seatbelt_json}} for b in ("json", "sse")}
+    tp = {b: {"plain": {"rps": 1150.0, "cpu_us": 870}, "passthrough": {"rps": 1000.0,
+                                                                     "cpu_us": 1000},
+              "seatbelt": {"rps": seatbelt_json, "cpu_us": round(1e6 / seatbelt_json)}}
+          for b in ("json", "sse")}
     lat = {b: {c: {"p50_ms": p, "p99_ms": 2 * p} for c, p in
                (("plain", 0.8), ("passthrough", 0.9), ("seatbelt", seatbelt_p50))}
            for b in ("json", "sse")}
@@ -107,6 +109,7 @@ def test_markdown_table_names_the_machine_and_every_goal():
     assert "| throughput, JSON, seatbelt / pass-through | >= 0.9 | 0.500 | **no** |" in text
     assert "| added p50 latency at 1 connection (JSON) | <= 0.5 | 0.050 | yes |" in text
     assert "| small JSON | 30,000 | 1,150 | 1,000 | 500 | 0.50 | 0.43 |" in text
+    assert "| small JSON | 870 | 1,000 | 2,000 | +1,000 | 0.50 |" in text  # CPU per request
     assert "| seatbelt | 90.0 | 93.5 | 3.5 | 120.0 |" in text
     assert "| sqlite | 6,000 | 80.0 | 300.0 |" in text
     assert "Checks: bytes unchanged." in text
