@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from addon.apis.base import RequestFacts
@@ -120,13 +121,13 @@ def _is_text_document(d: dict[str, Any]) -> bool:
 # Every media part the walk recognises names one of these in its JSON text (part types
 # image_url / input_image / input_audio / file / input_file / image / document, Gemini's
 # inlineData / inline_data / fileData / file_data, Ollama's images, data: URLs).
-_MEDIA_MARKERS = (b"image", b"audio", b"file", b"File", b"document", b"nline", b"data:")
+# A \\u escape could spell a marker's letters, so any escape means maybe.
+_MEDIA_MARKERS = re.compile(rb"image|audio|file|File|document|nline|data:|\\u")
 
 
 def _may_hold_media(raw: bytes) -> bool:
-    """False only when the JSON text cannot contain a media part. A \\u escape could spell
-    a marker's letters, so any escape means maybe."""
-    return b"\\u" in raw or any(marker in raw for marker in _MEDIA_MARKERS)
+    """False only when the JSON text cannot contain a media part."""
+    return _MEDIA_MARKERS.search(raw) is not None
 
 
 def prompt_estimate(body: dict[str, Any], raw: bytes | None = None) -> int:

@@ -35,8 +35,21 @@ def identify(policy: Policy, flow: http.HTTPFlow) -> tuple[Key | None, str | Non
 
 
 def effective_for(policy: Policy, key: Key) -> Effective:
-    account = policy.accounts.get(key.account)
-    return effective(key.access, account.access if account is not None else NO_ACCESS)
+    """The key's settings over its account's: worked out once per key of the running
+    policy (a reload builds a new policy, and with it a new table)."""
+    global _EFFECTIVE
+    table = _EFFECTIVE[1] if _EFFECTIVE[0] is policy else {}
+    if _EFFECTIVE[0] is not policy:
+        _EFFECTIVE = (policy, table)
+    found = table.get(key.id)
+    if found is None:
+        account = policy.accounts.get(key.account)
+        found = effective(key.access, account.access if account is not None else NO_ACCESS)
+        table[key.id] = found
+    return found
+
+
+_EFFECTIVE: tuple[Policy | None, dict[str, Effective]] = (None, {})
 
 
 def destinations(flow: http.HTTPFlow) -> list[str]:

@@ -33,11 +33,15 @@ def _reject_constant(name: str) -> Any:
     raise UnreadableBody(f"the JSON body contains {name}, which is not JSON")
 
 
+# One decoder (json.loads builds a new one per call when given a hook).
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def parse_json_object(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_REQUEST_BODY:
         raise BodyTooLarge(f"the body is larger than {MAX_REQUEST_BODY} bytes")
     try:
-        obj = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except UnreadableBody:
         raise
     except RecursionError:
