@@ -106,23 +106,32 @@ async def test_a_write_that_raises_takes_nothing_else_with_it(tmp_path: Path) ->
     await ledger.close()
 
 
-async def test_finishes_wait_out_another_process_lock(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    ledger = await opened(path, busy_seconds=5)
+async def settle_while_locked(path: Path, busy_seconds: float, locked_for: float
+                              ) -> tuple[SqliteLedger, Answers]:
+    """Hand over a settle while another process holds the write lock for `locked_for`
+    seconds; returns once it was answered (or after 1 s)."""
+    ledger = await opened(path, busy_seconds=busy_seconds)
     hold = (await ledger.reserve([ACCOUNT], 5)).hold_id
     assert hold is not None
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     answers = Answers()
-    ledger.finish_soon(hold, "settle", 4, source="reported", done=answers)
-    await asyncio.sleep(0.05)
-    assert answers.got == []  # waiting for the lock, the loop free meanwhile
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    try:
+        ledger.finish_soon(hold, "settle", 4, source="reported", done=answers)
+        await asyncio.sleep(locked_for)
+        assert answers.got == [] or locked_for > busy_seconds  # the loop was free meanwhile
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
     for _ in range(100):
         if answers.got:
             break
         await asyncio.sleep(0.01)
+    return ledger, answers
+
+
+async def test_finishes_wait_out_another_process_lock(tmp_path: Path) -> None:
+    ledger, answers = await settle_while_locked(tmp_path / "ledger.db", 5, locked_for=0.05)
     assert answers.got and answers.got[0][1] is None
     assert await state(ledger) == (4, 0)
     await ledger.close()
@@ -130,24 +139,9 @@ async def test_finishes_wait_out_another_process_lock(tmp_path: Path) -> None:
 
 async def test_a_finish_locked_out_past_busy_time_is_answered_unavailable(
         tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    ledger = await opened(path, busy_seconds=0.1)
-    hold = (await ledger.reserve([ACCOUNT], 5)).hold_id
-    assert hold is not None
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
-        answers = Answers()
-        ledger.finish_soon(hold, "settle", 4, source="reported", done=answers)
-        for _ in range(100):
-            if answers.got:
-                break
-            await asyncio.sleep(0.01)
-        assert answers.got and isinstance(answers.got[0][1], LedgerUnavailable)
-        assert "locked" in str(answers.got[0][1])
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    ledger, answers = await settle_while_locked(tmp_path / "ledger.db", 0.1, locked_for=0.5)
+    assert answers.got and isinstance(answers.got[0][1], LedgerUnavailable)
+    assert "locked" in str(answers.got[0][1])
     assert await state(ledger) == (0, 5)  # still held: the caller retries it (runtime)
     await ledger.close()
 
