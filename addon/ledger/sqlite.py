@@ -341,6 +341,7 @@ class SqliteLedger(Ledger):
                 self._registered = True
             except (sqlite3.Error, OSError):
                 self._deferred.append(d)  # the next commit (or its failure) answers it
+                self._schedule_flush()
                 continue
             except Exception as e:
                 d.fail(e)
@@ -371,6 +372,9 @@ class SqliteLedger(Ledger):
     def _defer(self, body: Callable[[sqlite3.Connection], Settlement | None],
                done: FinishDone) -> None:
         self._deferred.append(_Deferred(body, done))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
