@@ -212,7 +212,7 @@ class Ledger(abc.ABC):
         task.add_done_callback(tasks.discard)
 
     async def _finish_in_task(self, hold_id: str, action: FinishAction, actual: int,
-                      source: UsageSource, done: FinishDone) -> None:
+                              source: UsageSource, done: FinishDone) -> None:
         try:
             if action == "settle":
                 result: Settlement | None = await self.settle(hold_id, actual, source=source)

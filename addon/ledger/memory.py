@@ -175,9 +175,11 @@ class MemoryLedger(Ledger):
         if action == "settle":
             w.check_settle(actual, source)
         try:
-            result = self._settle_now(hold_id, actual) if action == "settle" else None
-            if action != "settle":
+            if action == "settle":
+                result: Settlement | None = self._settle_now(hold_id, actual)
+            else:
                 self._release_now(hold_id)
+                result = None
         except LedgerUnavailable as e:
             done(None, e)
             return
