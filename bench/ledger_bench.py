@@ -42,6 +42,7 @@ CAPS = (
 
 
 CALLERS = 8  # as many concurrent requests as the throughput bench's wrk connections
+CONCURRENT = f"pairs_per_s_{CALLERS}_callers"  # the result key of that measurement
 
 
 async def _pair(ledger: Any, lat: list[float]) -> None:
@@ -83,7 +84,7 @@ async def _measure(url: str, pairs: int, **kw: Any) -> dict[str, float]:
         "p50_us": round(statistics.median(lat) * 1e6, 1),
         "p99_us": round(lat[int(len(lat) * 0.99) - 1] * 1e6, 1),
         "max_us": round(lat[-1] * 1e6, 1),
-        f"pairs_per_s_{CALLERS}_callers": round(concurrent),
+        CONCURRENT: round(concurrent),
     }
 
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name:9} {r['pairs_per_s']:>9,} pairs/s  p50 {r['p50_us']:>7} us  "
                 f"p99 {r['p99_us']:>7} us  max {r['max_us']:>8} us  "
-                f"{CALLERS} callers {r[f'pairs_per_s_{CALLERS}_callers']:>9,} pairs/s"
+                f"{CALLERS} callers {r[CONCURRENT]:>9,} pairs/s"
             )
     return 0
 

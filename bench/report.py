@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.ledger_bench import CALLERS, CONCURRENT
+
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 
@@ -164,12 +166,12 @@ def markdown(r: dict[str, Any]) -> str:
     led = r.get("ledger", {})
     if led:
         lines += ["", "Ledger reserve+settle pairs (key cap + account cap), on the event loop; "
-                  "one caller at a time, then 8 at once:", "",
-                  "| backend | pairs/s | p50 us | p99 us | pairs/s, 8 callers |",
+                  f"one caller at a time, then {CALLERS} at once:", "",
+                  f"| backend | pairs/s | p50 us | p99 us | pairs/s, {CALLERS} callers |",
                   "| --- | --- | --- | --- | --- |"]
         for name, s in led.items():
             lines.append(f"| {name} | {_num(s['pairs_per_s'])} | {s['p50_us']} | {s['p99_us']} "
-                         f"| {_num(s.get('pairs_per_s_8_callers'))} |")
+                         f"| {_num(s.get(CONCURRENT))} |")
     checks = r.get("checks", [])
     if checks:
         lines += ["", "Checks: " + "; ".join(checks) + "."]
