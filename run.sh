@@ -171,17 +171,17 @@ case "$cmd" in
         # Show the Comment column, where seatbelt writes who spent what on every flow.
         columns=()
         for c in icon method status time comment path; do columns+=(--set "web_columns=$c"); done
-        exec "$venv/bin/mitmweb" -s addon/seatbelt.py "${columns[@]}" "$@"
+        exec "$venv/bin/mitmweb" -s seatbelt/addon.py "${columns[@]}" "$@"
         ;;
     report)
         shift
         ensure_main
-        exec "$venv/bin/python" -m addon.report "$@"
+        exec "$venv/bin/python" -m seatbelt.cli.report "$@"
         ;;
     admin)
         shift
         ensure_main
-        exec "$venv/bin/python" -m addon.admin "$@"
+        exec "$venv/bin/python" -m seatbelt.cli.admin "$@"
         ;;
     demo)
         shift
@@ -198,9 +198,9 @@ case "$cmd" in
         if [ -t 0 ]; then
             IFS= read -rs -p "credential (not echoed): " credential
             printf '\n' >&2
-            printf '%s' "$credential" | "$venv/bin/python" -m addon.policy hash
+            printf '%s' "$credential" | "$venv/bin/python" -m seatbelt.config.policy hash
         else
-            exec "$venv/bin/python" -m addon.policy hash
+            exec "$venv/bin/python" -m seatbelt.config.policy hash
         fi
         ;;
     check)
@@ -208,7 +208,7 @@ case "$cmd" in
         policy=$2
         case "$policy" in /*) ;; *) policy=$caller_pwd/$policy ;; esac
         ensure_main
-        exec "$venv/bin/python" -m addon.policy check "$policy"
+        exec "$venv/bin/python" -m seatbelt.config.policy check "$policy"
         ;;
     lint)
         shift
@@ -221,6 +221,6 @@ case "$cmd" in
     *)
         ensure_main
         mkdir -p state
-        exec "$venv/bin/mitmdump" -s addon/seatbelt.py "$@"
+        exec "$venv/bin/mitmdump" -s seatbelt/addon.py "$@"
         ;;
 esac

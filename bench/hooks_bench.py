@@ -81,7 +81,7 @@ async def _run(sb: Any, requests: int, stream: bool, prof: cProfile.Profile | No
             for chunk in chunks:
                 call(chunk)
             call(b"")
-        else:  # read whole by mitmproxy (a small JSON document, addon/scanner.py)
+        else:  # read whole by mitmproxy (a small JSON document, seatbelt/metering/scanner.py)
             resp.raw_content = b"".join(chunks)
         d = clock()
         await sb.response(f)
@@ -98,8 +98,8 @@ async def _run(sb: Any, requests: int, stream: bool, prof: cProfile.Profile | No
 
 def run(requests: int = 2000, profile: bool = False, ledger: str = "sqlite") -> dict[str, Any]:
     """{"json": {"us_per_request": ...}, "sse": {...}} (+ "profile" text when asked)."""
-    import addon.seatbelt as entry
-    from addon.runtime import Runtime
+    import seatbelt.addon as entry
+    from seatbelt.runtime import Runtime
 
     entry.RUNTIME = Runtime()
     out: dict[str, Any] = {}

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addon.ledger import Cap, Window, open_ledger  # noqa: E402
+from seatbelt.ledger import Cap, Window, open_ledger  # noqa: E402
 
 # redis joins the default set where a redis-server can be started (name it to insist)
 BACKENDS = ("memory", "sqlite", "redis") if shutil.which("redis-server") else ("memory", "sqlite")

@@ -3,7 +3,7 @@
 - `plain`: mitmdump, reverse mode, a no-op addon (bench/noop_addon.py);
 - `passthrough`: mitmdump with a stream callable that returns each chunk unchanged
   (bench/passthrough_addon.py): the fair baseline for a streaming proxy;
-- `seatbelt`: mitmdump with addon/seatbelt.py: auth, reserve, scan, settle, SQLite ledger,
+- `seatbelt`: mitmdump with seatbelt/addon.py: auth, reserve, scan, settle, SQLite ledger,
   Prometheus metrics and the audit log all on.
 
 All three run at once (an idle mitmdump costs next to nothing), so rounds can alternate
@@ -178,7 +178,7 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
         metrics = free_port()
         extra = {"credential": credential, "metrics": str(metrics),
                  "audit": str(d / "audit.jsonl"), "ledger": str(d / "ledger.db")}
-        cmd += ["-s", str(REPO / "addon" / "seatbelt.py"),
+        cmd += ["-s", str(REPO / "seatbelt" / "addon.py"),
                 "--set", f"seatbelt_policy={d / 'policy.yaml'}",
                 "--set", "seatbelt_ledger=" + (f"sqlite:///{d / 'ledger.db'}"
                                                if config == "seatbelt" else "memory://"),

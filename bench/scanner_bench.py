@@ -23,8 +23,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from addon.apis import route_request
-from addon.scanner import Scanner
+from seatbelt.apis import route_request
+from seatbelt.metering.scanner import Scanner
 from tests.wire import FIXTURES
 
 FRAMES = 200

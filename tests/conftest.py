@@ -19,7 +19,7 @@ def _write_policy(tmp_path: Path, text: str, name: str = "policy.yaml") -> Path:
 
 @pytest.fixture
 def repo_root() -> Path:
-    """The repository root (policies/, addon/, run.sh live there)."""
+    """The repository root (policies/, seatbelt/, run.sh live there)."""
     return REPO_ROOT
 
 

@@ -125,13 +125,13 @@ def test_readme_block_is_replaced_between_the_markers_only():
 
 
 def test_profile_summary_counts_inclusive_and_self_samples():
-    text = ("main (a/x.py:1);hook (addon/gate.py:10);reserve (ledger/sqlite.py:5) 6\n"
-            "main (a/x.py:1);hook (addon/gate.py:12) 4\n"
+    text = ("main (a/x.py:1);hook (seatbelt/admission/gate.py:10);reserve (ledger/sqlite.py:5) 6\n"
+            "main (a/x.py:1);hook (admission/gate.py:12) 4\n"
             "garbage line\n")
     inclusive, own, total = parse_collapsed(text)
     assert total == 10
-    assert inclusive["hook (addon/gate.py)"] == 10
-    assert own["reserve (ledger/sqlite.py)"] == 6 and own["hook (addon/gate.py)"] == 4
+    assert inclusive["hook (admission/gate.py)"] == 10
+    assert own["reserve (ledger/sqlite.py)"] == 6 and own["hook (admission/gate.py)"] == 4
 
 
 def test_upstream_canned_sse_is_chunked_frame_by_frame():

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from addon.apis import route_request
-from addon.apis.anthropic import Anthropic
-from addon.apis.base import BadRequestBody, ErrorShape, Usage
+from seatbelt.apis import route_request
+from seatbelt.apis.anthropic import Anthropic
+from seatbelt.apis.base import BadRequestBody, ErrorShape, Usage
 from tests.apis.test_openai import sse_objects
 from tests.wire import FIXTURES
 

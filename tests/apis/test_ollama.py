@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from addon import estimate
-from addon.apis import route_request
-from addon.apis.base import BadRequestBody, ErrorShape, Usage
-from addon.apis.ollama import Ollama
-from addon.scanner import Scanner
+from seatbelt.admission import estimate
+from seatbelt.apis import route_request
+from seatbelt.apis.base import BadRequestBody, ErrorShape, Usage
+from seatbelt.apis.ollama import Ollama
+from seatbelt.metering.scanner import Scanner
 from tests.wire import FIXTURES
 
 FAMILY = Ollama()

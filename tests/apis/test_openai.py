@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from addon.apis import route_request
-from addon.apis.base import BadRequestBody, ErrorShape, Usage
-from addon.apis.openai import OpenAI
+from seatbelt.apis import route_request
+from seatbelt.apis.base import BadRequestBody, ErrorShape, Usage
+from seatbelt.apis.openai import OpenAI
 from tests.wire import FIXTURES
 
 FAMILY = OpenAI()

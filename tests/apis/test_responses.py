@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from addon import estimate
-from addon.apis import route_request
-from addon.apis.base import BadRequestBody, ErrorShape, UnmeteredRequest, Usage
-from addon.apis.responses import Responses
-from addon.scanner import Scanner
+from seatbelt.admission import estimate
+from seatbelt.apis import route_request
+from seatbelt.apis.base import BadRequestBody, ErrorShape, UnmeteredRequest, Usage
+from seatbelt.apis.responses import Responses
+from seatbelt.metering.scanner import Scanner
 from tests.apis.test_openai import sse_objects
 from tests.wire import FIXTURES
 

@@ -1,9 +1,9 @@
 """deploy/: the alert rules under Debian's promtool, the dashboard against the metrics seatbelt
 really exports, and a real Prometheus scraping a running seatbelt.
 
-Metric names are never listed here: they come from `addon.metrics` itself (every series it can
-export, with its labels), so renaming a metric or a label breaks these tests until the rules and
-the dashboard follow.
+Metric names are never listed here: they come from `seatbelt.records.metrics` itself (every
+series it can export, with its labels), so renaming a metric or a label breaks these tests until
+the rules and the dashboard follow.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics import MetricWrapperBase
 
-from addon.metrics import Metrics
+from seatbelt.records.metrics import Metrics
 from tests.e2e.conftest import (
     Key,
     Proxy,
@@ -77,7 +77,7 @@ def promtool(*args: str, cwd: Path = PROM_DIR) -> subprocess.CompletedProcess[st
 
 @cache
 def exported() -> dict[str, frozenset[str]]:
-    """Every sample name seatbelt exports -> its label names, read from addon.metrics.
+    """Every sample name seatbelt exports -> its label names, read from seatbelt.records.metrics.
 
     Each metric of a fresh `Metrics` gets one child and one observation, then the registry's
     own exposition is read: sample names (`_total`, `_bucket`, ...) and labels are exactly what
@@ -352,7 +352,8 @@ def test_dashboard_structure() -> None:
 
 
 def test_dashboard_references_exported_metrics() -> None:
-    """Every metric and label a query names exists in addon/metrics.py; variables are defined."""
+    """Every metric and label a query names exists in seatbelt/records/metrics.py; variables
+    are defined."""
     dash = dashboard()
     defined = {v["name"] for v in dash["templating"]["list"]} | GRAFANA_BUILTINS
     errors = []

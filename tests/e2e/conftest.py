@@ -31,7 +31,7 @@ import pytest
 from tests.standin import StandIn
 
 REPO = Path(__file__).resolve().parents[2]
-ADDON = REPO / "addon" / "seatbelt.py"
+ADDON = REPO / "seatbelt" / "addon.py"
 T = TypeVar("T")
 
 
@@ -308,9 +308,9 @@ class Proxy:
         return Metrics.parse(self.metrics_text())
 
     def report(self) -> list[dict[str, Any]]:
-        """`python -m addon.report --json` against this proxy's ledger and policy."""
+        """`python -m seatbelt.cli.report --json` against this proxy's ledger and policy."""
         out = subprocess.run(
-            [sys.executable, "-m", "addon.report", "--ledger", self.ledger_url,
+            [sys.executable, "-m", "seatbelt.cli.report", "--ledger", self.ledger_url,
              "--policy", str(self.policy_path), "--json"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )

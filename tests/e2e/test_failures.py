@@ -98,7 +98,7 @@ def test_upstream_resets_mid_stream(proxy: Proxy, standin: StandIn) -> None:
 
 
 def test_upstream_resets_a_json_body_read_whole(proxy: Proxy, standin: StandIn) -> None:
-    """A small JSON body is read whole before the scanner sees it (addon/scanner.py
+    """A small JSON body is read whole before the scanner sees it (seatbelt/metering/scanner.py
     read_whole): cut half-way, none of it was seen, so the whole hold is charged."""
     t = tag()
     with pytest.raises(openai.APIError):

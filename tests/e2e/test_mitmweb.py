@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from mitmproxy import io as mitmio
 
-from addon.contentview import summarize
+from seatbelt.ui.contentview import summarize
 from tests.e2e.conftest import (
     Key,
     Proxy,

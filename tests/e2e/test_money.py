@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from addon import admin as ops
+from seatbelt.cli import admin as ops
 from tests.e2e.conftest import (
     REPO,
     Key,
@@ -93,7 +93,7 @@ def test_usd_cap_refuses_once_spent_and_the_cli_resets_it(proxy: Proxy, standin:
 
     # The operator resets the key from the CLI while the proxy runs: admitted again.
     out = subprocess.run(
-        [sys.executable, "-m", "addon.admin", "--ledger", proxy.ledger_url, "--policy",
+        [sys.executable, "-m", "seatbelt.cli.admin", "--ledger", proxy.ledger_url, "--policy",
          str(proxy.policy_path), "--audit", str(proxy.audit_path), "reset", SPENDER.id],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )

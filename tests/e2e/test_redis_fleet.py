@@ -81,7 +81,7 @@ def fleet(
 
 def report(proxy: RedisProxy) -> dict[str, dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "addon.report", "--ledger", proxy.ledger_url,
+        [sys.executable, "-m", "seatbelt.cli.report", "--ledger", proxy.ledger_url,
          "--policy", str(proxy.policy_path), "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )

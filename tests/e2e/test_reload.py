@@ -3,7 +3,7 @@
 The reload must not finish in-flight requests as if the proxy were stopping, must not
 re-register Prometheus collectors or rebind the metrics port, and the reloaded addon
 must settle what the old one admitted. The test loads seatbelt through a one-line
-wrapper script in a temp dir, so touching it re-executes addon/seatbelt.py exactly as
+wrapper script in a temp dir, so touching it re-executes seatbelt/addon.py exactly as
 a change to that file would, without touching the repository.
 """
 

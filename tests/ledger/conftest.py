@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from addon.ledger import Ledger, open_ledger
+from seatbelt.ledger import Ledger, open_ledger
 
 BACKENDS = ["memory", "sqlite", "redis"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addon.ledger import Cap, Ledger, LedgerUnavailable, Window, open_ledger
+from seatbelt.ledger import Cap, Ledger, LedgerUnavailable, Window, open_ledger
 
 from .conftest import FakeClock, MakeLedger
 

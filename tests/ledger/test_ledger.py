@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addon.ledger import (
+from seatbelt.ledger import (
     Cap,
     Ledger,
     LedgerUnavailable,

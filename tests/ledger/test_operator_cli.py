@@ -1,4 +1,4 @@
-"""`python -m addon.admin` beside a running proxy, on SQLite and a real Redis: it acts,
+"""`python -m seatbelt.cli.admin` beside a running proxy, on SQLite and a real Redis: it acts,
 audits, and neither registers an owner nor reclaims the proxy's holds."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from addon import admin as ops
-from addon.ledger import Ledger, open_ledger, parse_ledger_url
-from addon.policy import fingerprint, load_policy
+from seatbelt.cli import admin as ops
+from seatbelt.config.policy import fingerprint, load_policy
+from seatbelt.ledger import Ledger, open_ledger, parse_ledger_url
 
 from .conftest import shared_redis, url_for
 

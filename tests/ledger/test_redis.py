@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from addon.ledger import Cap, Ledger, LedgerUnavailable, Window, open_ledger, windows
-from addon.ledger.redis import ClockRefused, RedisLedger
+from seatbelt.ledger import Cap, Ledger, LedgerUnavailable, Window, open_ledger, windows
+from seatbelt.ledger.redis import ClockRefused, RedisLedger
 
 from .conftest import T0, FakeClock, Ledgers, RedisServer, shared_redis
 
@@ -135,7 +135,7 @@ async def test_leases_run_on_server_time_across_processes(
         f"""
         import asyncio, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from addon.ledger import Cap, Window, open_ledger
+        from seatbelt.ledger import Cap, Window, open_ledger
 
         async def main():
             ledger = open_ledger(sys.argv[1], lease_seconds=1)

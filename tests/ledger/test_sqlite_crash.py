@@ -15,8 +15,8 @@ from typing import Callable
 
 import pytest
 
-from addon.ledger import Cap, LedgerUnavailable, open_ledger
-from addon.ledger.sqlite import SqliteLedger
+from seatbelt.ledger import Cap, LedgerUnavailable, open_ledger
+from seatbelt.ledger.sqlite import SqliteLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY, ACCOUNT = Cap("key:a", None), Cap("account:r", 10**6)
@@ -31,7 +31,7 @@ def child(script: str, *args: str) -> subprocess.Popen[str]:
 
 CRASHER = """
     import asyncio, json, sys
-    from addon.ledger import Cap, open_ledger
+    from seatbelt.ledger import Cap, open_ledger
 
     async def main():
         ledger = open_ledger(sys.argv[1])
@@ -84,7 +84,7 @@ async def test_sigkill_keeps_spend_and_orphans_the_dead_hold(tmp_path: Path) -> 
 
 RACER = """
     import asyncio, os, sys, time
-    from addon.ledger import Cap, open_ledger
+    from seatbelt.ledger import Cap, open_ledger
 
     async def main():
         ledger = open_ledger(sys.argv[1])

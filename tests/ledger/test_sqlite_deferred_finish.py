@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from addon.ledger import Cap, LedgerUnavailable
-from addon.ledger.base import Settlement
-from addon.ledger.sqlite import SqliteLedger
+from seatbelt.ledger import Cap, LedgerUnavailable
+from seatbelt.ledger.base import Settlement
+from seatbelt.ledger.sqlite import SqliteLedger
 
 ACCOUNT = Cap("account:r", 20)
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from addon.ledger import Cap, Window
-from addon.ledger import windows as w
+from seatbelt.ledger import Cap, Window
+from seatbelt.ledger import windows as w
 
 
 def utc(*args: int) -> float:
@@ -96,7 +96,7 @@ def test_validation() -> None:
 
 
 def test_hold_ids_are_unique_per_ledger_and_across_ledgers() -> None:
-    from addon.ledger.base import HoldIds
+    from seatbelt.ledger.base import HoldIds
 
     a, b = HoldIds(), HoldIds()
     ids = [a() for _ in range(1000)] + [b() for _ in range(1000)]

@@ -14,10 +14,10 @@ import json
 import pytest
 from mitmproxy.test import taddons, tflow
 
-import addon.seatbelt as entry
-from addon import estimate, gate
-from addon.runtime import Runtime
-from tests.test_seatbelt import chat_flow, configured, policy_file  # noqa: F401
+import seatbelt.addon as entry
+from seatbelt.admission import estimate, gate
+from seatbelt.runtime import Runtime
+from tests.test_addon import chat_flow, configured, policy_file  # noqa: F401
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addon.ledger import Cap, Ledger, open_ledger
+from seatbelt.ledger import Cap, Ledger, open_ledger
 from tests.ledger.conftest import FakeClock, url_for
 
 LEASE, MAX_HOLD = 10.0, 100.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addon.runtime import ledger_timing
+from seatbelt.runtime import ledger_timing
 
 
 def test_unset_means_production_timing() -> None:

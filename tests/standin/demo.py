@@ -88,7 +88,7 @@ def _ready(port: int, metrics: int) -> bool:
 def start_proxy(upstream: str, port: int, metrics: int) -> subprocess.Popen[bytes]:
     """mitmdump with the addon, its output in state/demo/mitmdump.log; fails loudly."""
     cmd = [
-        _binary("mitmdump"), "-s", str(REPO / "addon" / "seatbelt.py"),
+        _binary("mitmdump"), "-s", str(REPO / "seatbelt" / "addon.py"),
         "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port),
         "-w", str(STATE / "flows.mitm"),
         "--set", f"seatbelt_policy={STATE / 'policy.yaml'}",
@@ -215,9 +215,9 @@ def show(results: list[tuple[str, str]], audit: list[dict[str, Any]]) -> None:
                                        "prompt_tokens", "completion_tokens", "usage_source",
                                        "outcome", "status", "edits")}
         print("  " + json.dumps(short))
-    print("\n== report (python -m addon.report) ==")
+    print("\n== report (python -m seatbelt.cli.report) ==")
     report = subprocess.run(
-        [sys.executable, "-m", "addon.report", "--ledger",
+        [sys.executable, "-m", "seatbelt.cli.report", "--ledger",
          f"sqlite:///{STATE / 'ledger.db'}", "--policy", str(STATE / "policy.yaml")],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )

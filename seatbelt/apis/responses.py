@@ -1,0 +1,95 @@
+"""OpenAI Responses API (`POST /v1/responses`), on OpenAI, Azure (`/openai/v1/responses`)
+and the compatible servers (Ollama, vLLM), under any version-like prefix.
+
+It is OpenAI-style in everything but three things, which is why it subclasses OpenAI:
+the output limit is `max_output_tokens`; a stream always carries its usage, inside the
+terminal event's `response` object (`response.completed` / `.incomplete` / `.failed`),
+so nothing is injected; and a stream repeats its whole output in the `.done` and
+terminal events, so only `delta` strings count as streamed output text. A
+`background: true` request runs after the HTTP exchange ends, where seatbelt cannot see
+its cost: it is an unmetered endpoint (contract §4).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from seatbelt.apis.base import RequestFacts, Route, UnmeteredRequest, UsageReader
+from seatbelt.apis.fields import (
+    JSON_STRING,
+    READ_ONLY,
+    norm_path,
+    read_bool,
+    read_limit,
+    read_model,
+)
+from seatbelt.apis.openai import OpenAI, OpenAIUsageReader, provider_of
+
+# Streamed output: output_text / refusal / reasoning / function-call argument deltas.
+DELTA_TEXT = re.compile(rb'"delta"\s*:\s*' + JSON_STRING)
+# A buffered Response: message text, reasoning summaries, tool-call arguments, refusals.
+DOCUMENT_TEXT = re.compile(rb'"(?:text|arguments|refusal)"\s*:\s*' + JSON_STRING)
+
+# `codex/` is the ChatGPT Codex backend (`/backend-api/codex/responses`).
+_RESPONSES = re.compile(r"(?:^|/)(?:v\d[^/]*|openai|codex)/responses(?:/(.+))?$")
+# Reads, deletes and cancels of stored responses, and token counting, cost nothing.
+_FREE_POST = re.compile(r"^(?:input_tokens|[^/]+/cancel)$")
+
+
+class Responses(OpenAI):
+    name = "responses"
+    # The stream's `error` event has no "error" key: its type marks it.
+    usage_markers = (b'"usage"', b'"type":"error"', b'"type": "error"')
+    output_text = DELTA_TEXT
+    document_text = DOCUMENT_TEXT
+
+    def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
+        m = _RESPONSES.search(norm_path(path))
+        if m is None:
+            return None
+        method = method.upper()
+        rest = m.group(1)
+        if rest is None:
+            kind = "metered" if method == "POST" else "free" if method in READ_ONLY \
+                else "unmetered"
+        elif method in READ_ONLY or method == "DELETE":
+            kind = "free"  # a stored response, its input items, or a resumed stream
+        elif method == "POST" and _FREE_POST.match(rest):
+            kind = "free"
+        else:
+            kind = "unmetered"  # e.g. /responses/compact: it spends tokens we cannot see
+        return Route(self, provider_of(None, headers), "responses", kind)
+
+    def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        model = read_model(body)
+        stream = read_bool(body, "stream")
+        limit = read_limit(body, "max_output_tokens")
+        if read_bool(body, "background"):
+            raise UnmeteredRequest(
+                "a background response is generated after the request ends, where its cost "
+                "cannot be metered"
+            )
+        # A Responses stream always reports usage: nothing needs to be requested.
+        return RequestFacts(model, stream, limit, wants_usage=stream)
+
+    def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
+        body["max_output_tokens"] = limit
+
+    def request_usage(self, route: Route, body: dict[str, Any]) -> bool:
+        return False
+
+    def is_injected_usage_frame(self, obj: Any) -> bool:
+        return False
+
+    def new_usage_reader(self, route: Route) -> UsageReader:
+        return ResponsesUsageReader()
+
+
+class ResponsesUsageReader(OpenAIUsageReader):
+    """A stream's terminal event wraps the Response; a buffered body is the Response."""
+
+    def feed(self, obj: Any) -> None:
+        if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+            obj = obj["response"]
+        super().feed(obj)

@@ -1,0 +1,1 @@
+"""Command-line tools: the spend report and the audited operator actions."""

@@ -1,0 +1,1 @@
+"""Configuration: the mitmproxy options, the policy file and its live reloading."""

@@ -1,0 +1,1 @@
+"""Records: what seatbelt exports (metrics, the audit log) and the redaction of saved flows."""

@@ -1,0 +1,1 @@
+"""Settlement: finishing a request exactly once (settle or release), then its records."""

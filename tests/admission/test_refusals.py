@@ -1,0 +1,64 @@
+import json
+
+from seatbelt.admission.refusals import for_caps, to_response, unknown_key
+from seatbelt.apis.anthropic import Anthropic as AnthropicFamily
+from seatbelt.apis.openai import OpenAI as OpenAIFamily
+from seatbelt.ledger.base import CapRefusal, Window
+
+ROLLING = Window("rolling", 3600)
+
+
+def cap(subject, reason, retry, limit=100, spent=90, reserved=0, requested=20, exceeds=False):
+    return CapRefusal(subject, reason, retry, limit, spent, reserved, requested, exceeds)
+
+
+def test_quota_beats_rate_and_has_no_retry_after():
+    r = for_caps(
+        (cap("key:k", "rate", 30), cap("account:a", "quota", None)),
+        "k",
+        {"key:k": ROLLING, "account:a": Window()},
+    )
+    assert (r.status, r.code, r.retry_after) == (429, "insufficient_quota", None)
+    assert "account 'a'" in r.message and "'k'" in r.message
+
+
+def test_largest_retry_after_wins():
+    r = for_caps((cap("key:k", "rate", 5), cap("account:a", "rate", 40)), "k", {})
+    assert (r.code, r.retry_after) == ("rate_limit_exceeded", 40)
+
+
+def test_exceeding_the_whole_cap_says_so():
+    r = for_caps((cap("key:k", "rate", 3600, requested=500, spent=0, exceeds=True),), "k",
+                 {"key:k": ROLLING})
+    assert r.retry_after == 3600 and "more than the whole" in r.message
+
+
+def test_openai_shape_headers():
+    resp = to_response(OpenAIFamily(), for_caps((cap("key:k", "quota", None),), "k", {}))
+    body = json.loads(resp.content)
+    assert resp.status_code == 429
+    assert body["error"]["code"] == "insufficient_quota"
+    assert body["error"]["type"] == "insufficient_quota"
+    assert body["error"]["param"] is None
+    assert resp.headers["x-seatbelt-refused"] == "insufficient_quota"
+    assert resp.headers["x-should-retry"] == "false"
+    assert "retry-after" not in resp.headers
+
+
+def test_rate_limit_may_be_retried():
+    resp = to_response(OpenAIFamily(), for_caps((cap("key:k", "rate", 7),), "k", {}))
+    body = json.loads(resp.content)
+    assert body["error"]["code"] == "rate_limit_exceeded" and body["error"]["type"] == "tokens"
+    assert resp.headers["retry-after"] == "7"
+    assert "x-should-retry" not in resp.headers
+
+
+def test_anthropic_shape_for_401():
+    resp = to_response(AnthropicFamily(), unknown_key("ab" * 32))
+    body = json.loads(resp.content)
+    assert resp.status_code == 401
+    assert body == {"type": "error", "error": {"type": "authentication_error",
+                                               "message": body["error"]["message"]}}
+    assert "abababababab" in body["error"]["message"]
+    assert "ab" * 32 not in body["error"]["message"]
+    assert resp.headers["x-should-retry"] == "false"

@@ -1,0 +1,91 @@
+from types import SimpleNamespace
+
+import pytest
+
+from seatbelt.apis.base import RequestFacts, Route, Usage
+from seatbelt.apis.openai import OpenAI as OpenAIFamily
+from seatbelt.metering.meter import Meter, decide
+
+
+def meter(scanner=None, produces_output=True):
+    family = OpenAIFamily()
+    route = Route(family, "openai", "chat", "metered")
+    m = Meter(
+        flow_id="f", family=family, route=route,
+        facts=RequestFacts(model="m", stream=True, max_output=100, produces_output=produces_output),
+        account="a", key="k", credential_fp=None, model="m", model_label="other", host="h",
+        path="/v1/chat/completions", reserved=150, prompt_estimate=50, ledger=None, hold_id="h1",
+    )
+    m.scanner = scanner
+    return m
+
+
+def scanner(usage=None, output_chars=0, invalid=None, whole_seen=False):
+    return SimpleNamespace(usage=usage or Usage(), output_seen=output_chars > 0,
+                           output_chars=output_chars, usage_invalid=invalid,
+                           whole_seen=whole_seen)
+
+
+def test_claim_is_once():
+    m = meter()
+    assert m.claim() is True
+    assert m.claim() is False
+
+
+def test_reported_usage_settles_exactly():
+    o = decide(meter(scanner(Usage(10, 20))), status=200, completed=True, sent=True)
+    assert (o.action, o.charge, o.source, o.outcome) == ("settle", 30, "reported", "served")
+
+
+def test_output_without_usage_is_estimated_never_free():
+    o = decide(meter(scanner(output_chars=40)), status=200, completed=False, sent=True)
+    assert o.source == "estimated" and o.prompt_tokens == 50 and o.completion_tokens == 10
+    assert o.outcome == "aborted"
+
+
+def test_invalid_usage_falls_back_to_estimate():
+    o = decide(meter(scanner(Usage(10, 20), output_chars=8, invalid="negative")),
+               status=200, completed=True, sent=True)
+    assert o.source == "estimated"
+
+
+def test_sent_but_no_output_charges_the_prompt():
+    o = decide(meter(None), status=None, completed=False, sent=True)
+    assert (o.action, o.charge, o.source) == ("settle", 50, "estimated")
+
+
+@pytest.mark.parametrize("status,sent", [(500, True), (429, True), (None, False)])
+def test_release_when_never_sent_or_upstream_error(status, sent):
+    m = meter(scanner(Usage(10, 20)) if status is not None else None)
+    o = decide(m, status=status, completed=status is not None, sent=sent)
+    assert (o.action, o.source) == ("release", "none")
+
+
+def test_embeddings_have_no_completion():
+    o = decide(meter(scanner(Usage(12, None)), produces_output=False), status=200,
+               completed=True, sent=True)
+    assert (o.source, o.prompt_tokens, o.completion_tokens) == ("reported", 12, 0)
+
+
+def test_client_closing_after_the_usage_frame_was_served():
+    """The error hook fired (client left after [DONE]) but the whole answer went out."""
+    o = decide(meter(scanner(Usage(10, 20))), status=200, completed=False, sent=True)
+    assert (o.source, o.outcome) == ("reported", "served")
+
+
+@pytest.mark.parametrize("completed", [True, False])
+def test_a_body_read_whole_but_never_seen_charges_the_hold(completed):
+    """Cut before its end (or taken by another addon): the upstream may have generated up
+    to the limit, and nothing of it was seen."""
+    m = meter(scanner())
+    m.read_whole = True
+    o = decide(m, status=200, completed=completed, sent=True)
+    assert (o.action, o.prompt_tokens, o.completion_tokens, o.source) == (
+        "settle", 50, 100, "estimated")
+
+
+def test_a_body_read_whole_and_seen_is_judged_as_usual():
+    m = meter(scanner(Usage(10, 20), whole_seen=True))
+    m.read_whole = True
+    o = decide(m, status=200, completed=True, sent=True)
+    assert (o.charge, o.source) == (30, "reported")
