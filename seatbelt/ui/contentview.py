@@ -6,8 +6,8 @@ wants to see: the assembled assistant text, tool calls, finish reason and usage.
 is pure (`summarize`, `render`); the view classes only adapt it to mitmproxy 11's
 `contentviews.View` or mitmproxy 12's `Contentview`, whichever is installed.
 
-It also builds the body put back on a streamed flow (`shown_body`): mitmproxy keeps no
-streamed body, the scanner keeps a bounded copy, and a marker says where that copy was cut.
+The body put back on a streamed flow, with its cut marker, is built by
+seatbelt/codec/keptbody.py (settlement puts it there; this view reads it).
 """
 
 from __future__ import annotations
@@ -19,57 +19,16 @@ from typing import Any
 
 from mitmproxy import contentviews, http
 
-from seatbelt.codec.decoding import StreamDecoder, encode_body
+from seatbelt.codec.keptbody import CUT_MARKER, cut_marker, shown_body  # noqa: F401 (API)
 
 VIEW_NAME = "LLM"
 PRIORITY = 3  # above JSON (1) and Raw (0.1): auto-selected for LLM response bodies
 ERROR_ONLY = "API error"  # a body that is only an error object: LLM-ish, but not only LLM
 MAX_BODY = 16 << 20  # larger bodies are left to mitmproxy's own views (kept copies: 1 MiB)
-CUT_MARKER = b"\n\n[seatbelt: body cut here"
 _ANTHROPIC_EVENTS = {
     "message_start", "content_block_start", "content_block_delta", "content_block_stop",
     "message_delta", "message_stop", "ping",
 }
-
-# --------------------------------------------------------------------------- the kept copy
-
-
-def cut_marker(kept: int, received: int) -> bytes:
-    return (
-        CUT_MARKER
-        + f": seatbelt keeps the first {kept} bytes of a streamed body; the upstream sent "
-        f"{received} bytes and the client got all of them]\n".encode()
-    )
-
-
-def shown_body(kept: bytes, *, truncated: bool, received: int, content_encoding: str) -> bytes:
-    """The body to put on a streamed flow: the kept copy, plus a marker where it was cut.
-
-    A cut compressed copy does not decode, so its decodable part is decoded, marked and
-    encoded again with the same Content-Encoding: mitmweb then shows readable text.
-    """
-    if not truncated:
-        return kept
-    if not content_encoding.strip() or content_encoding.strip().lower() == "identity":
-        return kept + cut_marker(len(kept), received)
-    pieces: list[bytes] = []
-    size = 0
-
-    def sink(piece: bytes) -> None:
-        nonlocal size
-        if size < len(kept) * 4 + (1 << 20):  # bounded, whatever the compression ratio
-            pieces.append(piece)
-            size += len(piece)
-
-    decoder = StreamDecoder(content_encoding, sink)
-    decoder.feed(kept)  # no finish(): the copy is cut, its end is missing by design
-    if decoder.error is not None and not pieces:
-        return kept
-    try:
-        return encode_body(b"".join(pieces) + cut_marker(len(kept), received), content_encoding)
-    except ValueError:
-        return kept
-
 
 # --------------------------------------------------------------------------- parsing
 
