@@ -2,7 +2,8 @@
 
     mitmdump -s seatbelt/addon.py [--set seatbelt_policy=...] [--set seatbelt_ledger=...]
 
-request ─► gate.admit (route, authenticate, estimate, reserve or refuse)
+request ─► Gate.admit: the ordered steps of seatbelt/admission/steps.py (route, authenticate,
+           read, bound, reserve) or one refusal
 responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read);
                    a small JSON document is read whole instead and scanned at the end
 response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
@@ -24,8 +25,7 @@ if _ROOT not in sys.path:
 
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
-from seatbelt.admission import budgetheaders, gate, refusals  # noqa: E402
-from seatbelt.apis import FAMILIES  # noqa: E402
+from seatbelt.admission import budgetheaders, gate  # noqa: E402
 from seatbelt.config import livepolicy  # noqa: E402
 from seatbelt.config.options import (  # noqa: E402
     OPTIONS,
@@ -38,10 +38,11 @@ from seatbelt.config.options import (  # noqa: E402
 from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
 from seatbelt.ledger import redact  # noqa: E402
 from seatbelt.metering.scanner import Scanner, read_whole  # noqa: E402
-from seatbelt.records.metrics import get_metrics, get_server, parse_address  # noqa: E402
+from seatbelt.records.metrics import Metrics, get_metrics, get_server, parse_address  # noqa: E402
 from seatbelt.records.redact import redact_flow  # noqa: E402
-from seatbelt.runtime import RUNTIME  # noqa: E402
+from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
 from seatbelt.settlement import finish as settlement  # noqa: E402
+from seatbelt.settlement import hints  # noqa: E402
 from seatbelt.ui.commands import SeatbeltCommands  # noqa: E402
 from seatbelt.ui.contentview import LLMView  # noqa: E402
 
@@ -49,18 +50,21 @@ logger = logging.getLogger("seatbelt")
 
 
 class Seatbelt:
-    def __init__(self) -> None:
+    def __init__(self, runtime: Runtime | None = None, metrics: Metrics | None = None) -> None:
         self.running_ = False
+        # The module-wide runtime by default: it outlives a script reload (seatbelt/runtime.py).
+        self.rt = runtime if runtime is not None else RUNTIME
+        self.gate = gate.Gate(self.rt, metrics if metrics is not None else get_metrics())
 
     def load(self, loader) -> None:
         for name, (default, help_text) in OPTIONS.items():
             loader.add_option(name, str, default, help_text)
 
     def configure(self, updated: set[str]) -> None:
-        if not any(name in OPTIONS for name in updated) and RUNTIME.policy is not None:
+        if not any(name in OPTIONS for name in updated) and self.rt.policy is not None:
             return
         try:
-            settings, policy, seen = _prepare()
+            settings, policy, seen = _prepare(self.rt)
         except SettingsError as e:
             self._fail(_one_line(e))
             return
@@ -69,12 +73,12 @@ class Seatbelt:
         if settings.ledger_fail_open:
             logger.warning("seatbelt: FAIL-OPEN is on (seatbelt_ledger_fail_open=true): while "
                            "the ledger is unreachable, LLM requests pass UNMETERED and UNCAPPED")
-        RUNTIME.settings = settings
-        RUNTIME.policy = policy
-        RUNTIME.config_error = None
-        livepolicy.install(RUNTIME, settings.policy_path, seen)
-        RUNTIME.ensure_background()
-        RUNTIME.mark_policy_changed()
+        self.rt.settings = settings
+        self.rt.policy = policy
+        self.rt.config_error = None
+        livepolicy.install(self.rt, settings.policy_path, seen)
+        self.rt.ensure_background()
+        self.rt.mark_policy_changed()
         logger.info(
             f"seatbelt: policy {settings.policy_path} ({len(policy.keys)} keys), "
             f"ledger {redact(settings.ledger_url)}, "
@@ -84,9 +88,9 @@ class Seatbelt:
     def _fail(self, message: str) -> None:
         """Start-up: log one line (mitmproxy's errorcheck then exits non-zero) and stay
         closed. Live change: refuse it, keeping the running configuration."""
-        if self.running_ and RUNTIME.policy is not None:
+        if self.running_ and self.rt.policy is not None:
             raise exceptions.OptionsError(message)
-        RUNTIME.config_error = message
+        self.rt.config_error = message
         logger.error(message)
 
     def running(self) -> None:
@@ -97,34 +101,24 @@ class Seatbelt:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A streamed request body would reach the upstream before we could refuse it.
-        if flow.request.stream and gate.llm_route(flow, RUNTIME.policy) is not None:
+        if flow.request.stream and gate.llm_route(flow, self.rt.policy) is not None:
             flow.request.stream = False
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        route = None
         try:
-            route = gate.llm_route(flow, RUNTIME.policy)
-            if route is not None:
-                await gate.admit(RUNTIME, flow, route)
-        except Exception as e:
-            # mitmproxy would log the exception and forward the request unmetered: refuse.
-            # Only the exception's type and place are logged: its text may quote a secret.
-            tb = e.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-            logger.error(f"seatbelt: internal error ({type(e).__name__} at {where}) while "
-                         f"admitting a request to {flow.request.pretty_host}; refused (503)")
-            family = route.family if route is not None else FAMILIES[-1]
-            refusal = refusals.internal_error()
-            flow.response = refusals.to_response(family, refusal)
-            if route is not None:
-                _record_internal_error(flow, route, refusal)
+            route = gate.llm_route(flow, self.rt.policy)
+        except Exception as e:  # mitmproxy would forward it unmetered: refuse instead
+            logger.error(f"seatbelt: internal error ({type(e).__name__}) while routing a "
+                         f"request to {flow.request.pretty_host}; refused (503)")
+            gate.refuse_without_route(flow)
+            return
+        if route is not None:
+            await self.gate.admit(flow, route)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        meter = RUNTIME.meters.get(flow.id)
+        meter = self.rt.meters.get(flow.id)
         if meter is None or flow.response is None:
             return
         # Budget / clamp headers, set before the body starts so streams carry them too.
@@ -146,20 +140,20 @@ class Seatbelt:
         flow.response.stream = meter.scanner
 
     async def response(self, flow: http.HTTPFlow) -> None:
-        meter = RUNTIME.meters.get(flow.id)
+        meter = self.rt.meters.get(flow.id)
         if meter is not None:
-            gate.hint_rejected_stream_options(flow, meter.injected_usage)
-            await settlement.finish(RUNTIME, meter, flow, completed=True)
+            hints.hint_rejected_stream_options(flow, meter.injected_usage)
+            await settlement.finish(self.rt, meter, flow, completed=True)
         self._redact(flow)
 
     async def error(self, flow: http.HTTPFlow) -> None:
-        meter = RUNTIME.meters.get(flow.id)
+        meter = self.rt.meters.get(flow.id)
         if meter is not None:
-            await settlement.finish(RUNTIME, meter, flow, completed=False)
+            await settlement.finish(self.rt, meter, flow, completed=False)
         self._redact(flow)
 
     def _redact(self, flow: http.HTTPFlow) -> None:
-        if RUNTIME.settings is not None and RUNTIME.settings.redact:
+        if self.rt.settings is not None and self.rt.settings.redact:
             redact_flow(flow)
 
     def done(self):
@@ -170,30 +164,18 @@ class Seatbelt:
         """
         if not ctx.master.should_exit.is_set():
             return None
-        return RUNTIME.shutdown(
+        return self.rt.shutdown(
             # With its flow: a request already sent upstream is charged, never released.
             lambda meter: self._finish_at_exit(meter)
         )
 
     async def _finish_at_exit(self, meter) -> None:
-        await settlement.finish(RUNTIME, meter, meter.flow, completed=False)
+        await settlement.finish(self.rt, meter, meter.flow, completed=False)
         if meter.flow is not None:
             self._redact(meter.flow)  # `-w` saves unfinished flows at exit: no credential
 
 
-def _record_internal_error(flow: http.HTTPFlow, route, refusal: refusals.Refusal) -> None:
-    """Count and audit the refusal too (as anonymous: who sent it may be what failed)."""
-    try:
-        get_metrics().refused(account=gate.ANONYMOUS, key=gate.ANONYMOUS,
-                              outcome=refusal.outcome)
-        settlement.audit_refusal(RUNTIME, flow, route, refusal, account=gate.ANONYMOUS,
-                                 key=gate.ANONYMOUS, fp=None, model=None, reserved=None,
-                                 stream=False, path=flow.request.path.split("?", 1)[0])
-    except Exception:  # recording must never undo the refusal
-        logger.error("seatbelt: could not record an internal-error refusal")
-
-
-def _prepare() -> tuple[Settings, Policy, livepolicy.Seen]:
+def _prepare(rt: Runtime) -> tuple[Settings, Policy, livepolicy.Seen]:
     """Read and apply every option; each failure is one line naming its option and the fix."""
     unknown = unknown_options(ctx.options.deferred)
     if unknown:
@@ -208,7 +190,7 @@ def _prepare() -> tuple[Settings, Policy, livepolicy.Seen]:
         if parse_address(settings.metrics_address) is None:
             get_server().stop()
         else:
-            get_server().ensure(settings.metrics_address, RUNTIME.ready)
+            get_server().ensure(settings.metrics_address, rt.ready)
     except ValueError as e:
         raise SettingsError(f"seatbelt_metrics: {e}") from None
     except OSError as e:
@@ -218,14 +200,14 @@ def _prepare() -> tuple[Settings, Policy, livepolicy.Seen]:
             "with another port (empty turns metrics off)"
         ) from None
     try:
-        RUNTIME.audit.open(settings.audit_path)
+        rt.audit.open(settings.audit_path)
     except OSError as e:
         raise SettingsError(
             f"seatbelt_audit: cannot open {settings.audit_path} ({e.strerror or e}); fix: "
             "point --set seatbelt_audit=PATH at a writable file (empty turns the audit off)"
         ) from None
     try:
-        RUNTIME.use_ledger(settings.ledger_url)
+        rt.use_ledger(settings.ledger_url)
     except ValueError as e:
         raise SettingsError(f"seatbelt_ledger: {e}") from None
     return settings, policy, seen

@@ -1,7 +1,7 @@
 """Admission helpers for the operating fields (seatbelt/config/access.py): identity, virtual
 keys, clamp.
 
-Pure where possible; `gate.admit` decides when each applies.
+Pure where possible; the steps of seatbelt/admission/steps.py decide when each applies.
 """
 
 from __future__ import annotations

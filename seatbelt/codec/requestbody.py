@@ -53,5 +53,7 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     return obj
 
 
-def dump_json(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+def dump_json(obj: dict[str, Any], *, ascii_only: bool = False) -> bytes:
+    """Compact UTF-8 JSON; `ascii_only` escapes every non-ASCII character (a lone surrogate
+    cannot be UTF-8 otherwise)."""
+    return json.dumps(obj, ensure_ascii=ascii_only, separators=(",", ":")).encode()

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -113,6 +114,74 @@ def audit_record(**fields: Any) -> dict[str, Any]:
     return record
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit line, typed: built by one constructor per kind of line (`refused`,
+    `finished`, `orphaned`, `operator`) so that no caller spells the contract's 23 fields.
+    `as_line()` is the validated mapping `audit_record` makes."""
+
+    flow_id: str | None
+    account: str
+    key: str
+    credential_fp: str | None
+    provider: str | None
+    host: str | None
+    path: str | None
+    model: str | None
+    stream: bool
+    reserved: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+    usage_source: str
+    overrun: bool
+    outcome: str
+    status: int | None
+    ttft_s: float | None
+    duration_s: float | None
+    edits: tuple[str, ...] = ()
+    cost_usd: float | None = None
+    ts: float | str | None = None
+
+    @classmethod
+    def refused(cls, *, flow_id: str, account: str, key: str, credential_fp: str | None,
+                provider: str, host: str, path: str, model: str | None, stream: bool,
+                reserved: int | None, outcome: str, status: int,
+                edits: tuple[str, ...] = ()) -> AuditRecord:
+        """A request answered by seatbelt itself: nothing reached the upstream."""
+        return cls(flow_id=flow_id, account=account, key=key, credential_fp=credential_fp,
+                   provider=provider, host=host, path=path, model=model, stream=stream,
+                   reserved=reserved, prompt_tokens=None, completion_tokens=None,
+                   cached_tokens=None, cache_write_tokens=None, reasoning_tokens=None,
+                   usage_source="none", overrun=False, outcome=outcome, status=status,
+                   ttft_s=None, duration_s=0.0, edits=edits)
+
+    @classmethod
+    def finished(cls, *, flow_id: str, account: str, key: str, credential_fp: str | None,
+                 provider: str, host: str, path: str, model: str | None, stream: bool,
+                 reserved: int, prompt_tokens: int | None, completion_tokens: int | None,
+                 cached_tokens: int | None, cache_write_tokens: int | None,
+                 reasoning_tokens: int | None, usage_source: str, overrun: bool,
+                 outcome: str, status: int | None, ttft_s: float | None, duration_s: float,
+                 edits: tuple[str, ...], cost_usd: float | None) -> AuditRecord:
+        """A request that was forwarded, settled or released."""
+        return cls(flow_id=flow_id, account=account, key=key, credential_fp=credential_fp,
+                   provider=provider, host=host, path=path, model=model, stream=stream,
+                   reserved=reserved, prompt_tokens=prompt_tokens,
+                   completion_tokens=completion_tokens, cached_tokens=cached_tokens,
+                   cache_write_tokens=cache_write_tokens, reasoning_tokens=reasoning_tokens,
+                   usage_source=usage_source, overrun=overrun, outcome=outcome,
+                   status=status, ttft_s=ttft_s, duration_s=duration_s, edits=edits,
+                   cost_usd=cost_usd)
+
+    def as_line(self) -> dict[str, Any]:
+        fields = asdict(self)
+        fields["edits"] = list(self.edits)
+        return audit_record(**fields)
+
+
 class AuditLog:
     """An append-only JSON-lines file; reopen() follows an external rotation (SIGHUP)."""
 
@@ -151,12 +220,12 @@ class AuditLog:
             self._close_locked()
             self.path = ""
 
-    def write(self, record: Mapping[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any] | AuditRecord) -> None:
         """Append one line and flush it. Never raises."""
         if not self.path:
             return
         try:
-            rec = dict(record)
+            rec = record.as_line() if isinstance(record, AuditRecord) else dict(record)
             rec["ts"] = format_ts(rec.get("ts"))
             if "path" in rec:
                 rec["path"] = strip_query(rec["path"])

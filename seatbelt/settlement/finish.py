@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 from mitmproxy import http
 
-from seatbelt.admission import refusals
-from seatbelt.apis.base import Route
+from seatbelt.codec.keptbody import shown_body
 from seatbelt.ledger.base import (
     Cap,
     FinishAction,
@@ -20,10 +19,9 @@ from seatbelt.ledger.base import (
     UsageSource,
 )
 from seatbelt.metering.meter import Meter, Outcome, decide
-from seatbelt.records.audit import audit_record
+from seatbelt.records.audit import AuditRecord
 from seatbelt.records.metrics import get_metrics
 from seatbelt.runtime import Runtime
-from seatbelt.ui.contentview import shown_body
 from seatbelt.usd import money, pricing
 
 logger = logging.getLogger("seatbelt")
@@ -48,11 +46,7 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
         rt.fanout.release(meter.fanout_key)  # max_concurrent: this request is over
     response = flow.response if flow is not None else None
     status = response.status_code if response is not None else None
-    if meter.scanner is not None:
-        body = response.raw_content if response is not None else None
-        if meter.read_whole and completed and body is not None:
-            meter.scanner.scan_whole(body)
-        meter.scanner.finish()
+    _finish_scan(meter, response, completed)
     sent = flow is not None and (status is not None or request_was_sent(flow))
     result = decide(meter, status=status, completed=completed, sent=sent)
     # An overrun is usage above the hold: known here, no need to ask the ledger.
@@ -60,50 +54,59 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
                and result.charge > meter.reserved)
     cost, usd_overrun = money.usd_outcome(meter, result)
     overrun = overrun or usd_overrun
-
-    end = time.monotonic()
-    scanner = meter.scanner
-    first = scanner.first_output_at if scanner is not None else None
+    first = meter.scanner.first_output_at if meter.scanner is not None else None
     ttft = first - meter.dispatched_at if first is not None else None
-    duration = end - meter.dispatched_at
+    duration = time.monotonic() - meter.dispatched_at
     client_status = _client_status(flow, result)
     if flow is not None:
         flow.comment = comment_for(meter, result, overrun)
-        if scanner is not None and response is not None and not response.raw_content:
-            # Streamed bodies are not kept by mitmproxy: show the bounded copy in mitmweb,
-            # with a marker where it was cut.
-            response.raw_content = shown_body(
-                scanner.kept_body,
-                truncated=scanner.kept_truncated,
-                received=scanner.bytes_in,
-                content_encoding=response.headers.get("content-encoding", ""),
-            )
+        _show_kept_body(meter, response)
 
     def record() -> None:
         get_metrics().finished(
-            account=meter.account,
-            key=meter.key,
-            outcome=result.outcome,
-            provider=meter.route.provider,
-            model=meter.model_label,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            ttft_s=ttft,
-            duration_s=duration,
-            usage_source=result.source,
-            overrun=overrun,
-        )
+            account=meter.account, key=meter.key, outcome=result.outcome,
+            provider=meter.route.provider, model=meter.model_label,
+            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            ttft_s=ttft, duration_s=duration, usage_source=result.source, overrun=overrun)
         get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
         write_audit(rt, meter, result, status=client_status, overrun=overrun, ttft=ttft,
                     duration=duration, cost_usd=pricing.to_usd(cost))
 
-    holds = []
+    finish_holds(rt, meter.ledger, _holds_of(meter, result.charge, cost), result.action,
+                 result.source, meter.flow_id, record)
+
+
+def _finish_scan(meter: Meter, response: http.Response | None, completed: bool) -> None:
+    """The scanner's last word: a body read whole is scanned now; then the end of stream."""
+    if meter.scanner is None:
+        return
+    body = response.raw_content if response is not None else None
+    if meter.read_whole and completed and body is not None:
+        meter.scanner.scan_whole(body)
+    meter.scanner.finish()
+
+
+def _show_kept_body(meter: Meter, response: http.Response | None) -> None:
+    """Streamed bodies are not kept by mitmproxy: show the bounded copy in mitmweb, with a
+    marker where it was cut."""
+    scanner = meter.scanner
+    if scanner is None or response is None or response.raw_content:
+        return
+    response.raw_content = shown_body(
+        scanner.kept_body, truncated=scanner.kept_truncated, received=scanner.bytes_in,
+        content_encoding=response.headers.get("content-encoding", ""))
+
+
+def _holds_of(meter: Meter, charge: int, cost: int | None
+              ) -> list[tuple[str, int, tuple[Cap, ...]]]:
+    """(hold, what to charge it, its caps) for the token hold and the USD hold."""
+    holds: list[tuple[str, int, tuple[Cap, ...]]] = []
     if meter.ledger is not None:
         if meter.hold_id is not None:
-            holds.append((meter.hold_id, result.charge, meter.caps))
+            holds.append((meter.hold_id, charge, meter.caps))
         if meter.usd_hold_id is not None:
             holds.append((meter.usd_hold_id, cost or 0, meter.usd_caps))
-    finish_holds(rt, meter.ledger, holds, result.action, result.source, meter.flow_id, record)
+    return holds
 
 
 def finish_holds(rt: Runtime, ledger: Ledger | None, holds: list[tuple[str, int, tuple[Cap, ...]]],
@@ -172,61 +175,13 @@ def write_audit(rt: Runtime, meter: Meter, result: Outcome, *, status: int | Non
                 overrun: bool, ttft: float | None, duration: float,
                 cost_usd: float | None = None) -> None:
     usage = result.usage
-    rt.audit.write(
-        audit_record(
-            flow_id=meter.flow_id,
-            account=meter.account,
-            key=meter.key,
-            credential_fp=meter.credential_fp,
-            provider=meter.route.provider,
-            host=meter.host,
-            path=meter.path,
-            model=meter.model,
-            stream=meter.facts.stream,
-            reserved=meter.reserved,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            usage_source=result.source,
-            overrun=overrun,
-            outcome=result.outcome,
-            status=status,
-            ttft_s=round(ttft, 6) if ttft is not None else None,
-            duration_s=round(duration, 6),
-            edits=list(meter.edits),
-            cost_usd=cost_usd,
-        )
-    )
-
-
-def audit_refusal(rt: Runtime, flow: http.HTTPFlow, route: Route, refusal: refusals.Refusal, *,
-                  account: str, key: str, fp: str | None, model: str | None,
-                  reserved: int | None, stream: bool, path: str) -> None:
-    rt.audit.write(
-        audit_record(
-            flow_id=flow.id,
-            account=account,
-            key=key,
-            credential_fp=fp[:12] if fp else None,
-            provider=route.provider,
-            host=flow.request.pretty_host,
-            path=path,
-            model=model,
-            stream=stream,
-            reserved=reserved,
-            prompt_tokens=None,
-            completion_tokens=None,
-            cached_tokens=None,
-            cache_write_tokens=None,
-            reasoning_tokens=None,
-            usage_source="none",
-            overrun=False,
-            outcome=refusal.outcome,
-            status=refusal.status,
-            ttft_s=None,
-            duration_s=0.0,
-            edits=[],
-        )
-    )
+    rt.audit.write(AuditRecord.finished(
+        flow_id=meter.flow_id, account=meter.account, key=meter.key,
+        credential_fp=meter.credential_fp, provider=meter.route.provider, host=meter.host,
+        path=meter.path, model=meter.model, stream=meter.facts.stream,
+        reserved=meter.reserved, prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens, cached_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens, reasoning_tokens=usage.reasoning_tokens,
+        usage_source=result.source, overrun=overrun, outcome=result.outcome, status=status,
+        ttft_s=round(ttft, 6) if ttft is not None else None,
+        duration_s=round(duration, 6), edits=tuple(meter.edits), cost_usd=cost_usd))

@@ -43,6 +43,7 @@ def test_internal_error_in_admission_refuses(runtime: Runtime, policy_file: str,
             tctx.configure(sb, seatbelt_audit=str(audit))
             if where == "route":
                 monkeypatch.setattr(gate, "route_request", boom)
+                monkeypatch.setattr(gate, "_ROUTES", {})  # routes are remembered per shape
             elif where == "estimate":
                 monkeypatch.setattr(estimate, "prompt_estimate", boom)
             else:

@@ -1,0 +1,292 @@
+"""The admission steps, in the order a request meets them (contract §4.1-4.3).
+
+Each step reads and fills the request's `Admission` (seatbelt/admission/context.py) and
+answers with a `Refusal` (answer it, give back what was taken), `FORWARD` (a route that is
+not metered: forward it as it is) or None (go on). A refusal that shadow mode may turn into
+a log line goes through `Admission.enforced`, the one shadow rule. Whatever a step takes
+(a fan-out slot, a hold) it records in `Admission.taken`, so the gate can give it back.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+
+from seatbelt.admission import budgetheaders, estimate, operating, refusals
+from seatbelt.admission.auth import find_credential
+from seatbelt.admission.context import Admission
+from seatbelt.admission.refusals import Refusal
+from seatbelt.apis.base import BadRequestBody, UnmeteredRequest
+from seatbelt.codec.decoding import BodyTooLarge as DecodedTooLarge
+from seatbelt.codec.decoding import decode_request_body
+from seatbelt.codec.requestbody import (
+    MAX_REQUEST_BODY,
+    BodyTooLarge,
+    UnreadableBody,
+    dump_json,
+    parse_json_object,
+)
+from seatbelt.config.policy import fingerprint
+from seatbelt.ledger.base import Cap, LedgerUnavailable
+from seatbelt.usd import money
+
+
+class Forward(enum.Enum):
+    """A route seatbelt does not meter (free, or unmetered and allowed): forward as is."""
+
+    FORWARD = "forward"
+
+
+FORWARD = Forward.FORWARD
+Verdict = Refusal | Forward | None
+Step = Callable[[Admission], Verdict | Awaitable[Verdict]]
+
+
+def check_ready(a: Admission) -> Verdict:
+    """Nothing is admitted before the policy is loaded and the ledger answers."""
+    if a.rt.ready() or a.fail_open:
+        return None
+    reason = a.rt.config_error or "the ledger is not available"
+    return refusals.unavailable(f"seatbelt is not ready ({reason})")
+
+
+def authenticate(a: Admission) -> Verdict:
+    """Credential -> fingerprint -> key (or a connection identity); unknown -> 401."""
+    creds = a.creds = find_credential(a.family, a.flow.request)
+    if creds.error:
+        return refusals.bad_credential(creds.error)
+    a.fingerprint = fingerprint(creds.value) if creds.value is not None else None
+    a.key = a.policy.key_by_fingerprint(a.fingerprint) if a.fingerprint is not None else None
+    a.identity = "credential" if a.key is not None else None
+    if a.key is None:  # proxy-auth user, client cert, client address (seatbelt/config/access.py)
+        a.key, a.identity = operating.identify(a.policy, a.flow)
+    if a.key is None:
+        return refusals.unknown_key(a.fingerprint) if a.policy.require_auth else None
+    a.ops = operating.effective_for(a.policy, a.key)
+    return None
+
+
+def check_operator_switches(a: Admission) -> Verdict:
+    """Never shadowed: an operator's off switch, and where a real credential may go."""
+    if a.key is None or a.ops is None:
+        return None
+    if a.ops.disabled:
+        return refusals.key_disabled(a.key.id)
+    if a.key.access.upstream_credential is not None:
+        ok, host = operating.virtual_host_ok(a.key, a.flow)
+        if not ok:
+            return refusals.host_not_allowed(a.key.id, host)
+    return None
+
+
+def _unmetered(a: Admission) -> Verdict:
+    """An endpoint whose cost seatbelt cannot see: 403 for a policy key unless allowed."""
+    if (a.policy.unmetered_endpoints != "allow" and a.key is not None
+            and a.enforced(refusals.unmetered(a.path))):
+        return refusals.unmetered(a.path)
+    return FORWARD
+
+
+def pass_unmetered_routes(a: Admission) -> Verdict:
+    if a.route.kind == "free":
+        return FORWARD
+    if a.route.kind == "unmetered":
+        return _unmetered(a)
+    return None
+
+
+def read_body(a: Admission) -> Verdict:
+    """One JSON object, bounded, decoded; the family reads model, limit, n, stream."""
+    req = a.flow.request
+    encoding = req.headers.get("content-encoding", "").strip().lower()
+    try:
+        raw = req.raw_content or b""
+        data = decode_request_body(raw, encoding, MAX_REQUEST_BODY) if encoding else raw
+        a.body = parse_json_object(data)
+        a.facts = a.family.parse_request(a.route, a.body)
+    except UnmeteredRequest:  # e.g. a background response: its cost happens out of sight
+        return _unmetered(a)
+    except (BodyTooLarge, DecodedTooLarge) as e:
+        return refusals.too_large(str(e))
+    except (UnreadableBody, BadRequestBody, ValueError) as e:
+        return refusals.unreadable(str(e))
+    a.model = a.facts.model or a.route.model_from_path
+    a.data = data
+    return None
+
+
+def check_model(a: Admission) -> Verdict:
+    if a.ops is not None and not a.ops.model_allowed(a.model):
+        refusal = refusals.model_not_allowed(a.key_id, a.model)
+        if a.enforced(refusal):
+            return refusal
+    return None
+
+
+def estimate_hold(a: Admission) -> Verdict:
+    """Prompt bound + output limit x n; a request that names no limit gets one written in."""
+    assert a.facts is not None and a.body is not None
+    a.prompt_estimate = estimate.prompt_estimate(a.body, a.data)
+    a.amount, a.write_limit = estimate.reservation(
+        a.facts, a.prompt_estimate, a.policy.model_max_output(a.model),
+        a.policy.fallback_max_output)
+    if a.write_limit is not None:
+        a.family.write_limit(a.route, a.body, a.write_limit)
+        a.edits.append("limit_written")
+        a.body_changed = True
+    return None
+
+
+def request_usage(a: Admission) -> Verdict:
+    """Ask an OpenAI-style stream for its usage frame when the client did not."""
+    assert a.facts is not None and a.body is not None
+    settings = a.rt.settings
+    if not (a.facts.stream and not a.facts.wants_usage and settings is not None
+            and settings.inject_usage):
+        return None
+    req = a.flow.request
+    if (a.policy.routes
+            and a.policy.route_settings(req.pretty_host, a.path).stream_options is False):
+        return None
+    a.injected_usage = a.family.request_usage(a.route, a.body)
+    if a.injected_usage:
+        a.edits.append("usage_requested")
+        a.body_changed = True
+        # The extra usage frame can only be hidden from an uncompressed stream.
+        req.headers["accept-encoding"] = "identity"
+    return None
+
+
+def limit_fanout(a: Admission) -> Verdict:
+    """max_concurrent / rpm: counted from here until the request is over."""
+    limits = a.key.access if a.key is not None else None
+    if limits is None or (limits.max_concurrent is None and limits.rpm is None):
+        return None
+    over = a.rt.fanout.check(a.key_id, limits.max_concurrent, limits.rpm)
+    if over is not None:
+        refusal = refusals.fanout(a.key_id, over.what, over.retry_after)
+        if a.enforced(refusal):
+            return refusal
+    a.rt.fanout.acquire(a.key_id, a.flow.id)
+    a.taken.fanout_slot = True
+    return None
+
+
+def check_priced(a: Admission) -> Verdict:
+    """A model without a price under a USD cap is never free (seatbelt/usd/money.py)."""
+    if a.key is None:
+        return None
+    a.unpriced = money.check_priced(a.policy, a.key, a.model)
+    if a.unpriced is not None and a.enforced(a.unpriced):
+        return a.unpriced
+    return None
+
+
+async def reserve_tokens(a: Admission) -> Verdict:
+    """The token hold on every cap of the key, atomically; a clamp may shrink the output."""
+    if a.key is None or a.fail_open:
+        return None
+    ledger = a.ledger = a.rt.ledger
+    assert ledger is not None
+    a.caps = a.policy.caps_for(a.key)
+    try:
+        reservation = await ledger.reserve(a.caps, a.amount)
+    except LedgerUnavailable as e:
+        a.rt.set_ledger_up(False, str(e))
+        if not a.rt.failing_open():
+            return refusals.unavailable("the ledger is not available")
+        a.fail_open, a.ledger = True, None
+        return None
+    a.taken.hold(ledger, reservation.hold_id)
+    if not reservation.granted:
+        reservation = await _clamp(a, reservation)
+    if not reservation.granted:
+        windows = {c.subject: c.window for c in a.caps}
+        refusal = refusals.for_caps(reservation.refusals, a.key.id, windows)
+        if a.enforced(refusal):
+            return refusal
+        # Shadow mode: hold on uncapped twins of the caps, so the spend is metered.
+        reservation = await ledger.reserve([Cap(c.subject, None, c.window) for c in a.caps],
+                                           a.amount)
+        a.taken.hold(ledger, reservation.hold_id)
+    a.hold_id = reservation.hold_id
+    if budgetheaders.capped(a.caps):
+        a.headers.update(await budgetheaders.read_headers(ledger, a.caps, reservation))
+    a.rt.mark_budgets_dirty()
+    return None
+
+
+async def _clamp(a: Admission, reservation):  # type: ignore[no-untyped-def]
+    """over_cap + `clamp: true`: forward what the budget can pay, if at least min_output."""
+    assert a.facts is not None and a.body is not None and a.ledger is not None
+    if a.ops is None or not a.ops.clamp or not a.facts.produces_output:
+        return reservation
+    current = a.facts.max_output if a.facts.max_output is not None else a.write_limit
+    new = operating.clamp_output(reservation.refusals, a.prompt_estimate, a.facts.multiplier,
+                                 a.ops.min_output, current or 0)
+    if new is None:
+        return reservation
+    smaller = a.prompt_estimate + new * a.facts.multiplier
+    again = await a.ledger.reserve(a.caps, smaller)
+    if not again.granted:
+        return reservation
+    a.taken.hold(a.ledger, again.hold_id)
+    a.amount = smaller
+    operating.write_clamp(a.family, a.route, a.body, new)
+    a.body_changed = True
+    a.edits.append("clamped")
+    a.headers[budgetheaders.CLAMPED] = f"{current}->{new}"
+    return again
+
+
+async def reserve_usd(a: Admission) -> Verdict:
+    """The second hold, in micro-dollars, after the token hold (seatbelt/usd/money.py)."""
+    if a.key is None or a.hold_id is None or a.unpriced is not None or a.ledger is None:
+        return None
+    a.usd, refusal = await money.admit(a.rt, a.ledger, a.policy, a.key, a.model,
+                                       a.prompt_estimate, a.amount)
+    if a.usd is not None:
+        a.taken.hold(a.ledger, a.usd.hold_id)
+    if refusal is not None and (refusal.status == 503 or a.enforced(refusal)):
+        return refusal
+    return None
+
+
+def encode_body(a: Admission) -> Verdict:
+    """The edited body, re-encoded with the request's own Content-Encoding. A string the
+    client sent as a lone-surrogate escape ("\\ud800") cannot be UTF-8: it is written
+    escaped again, as the client wrote it, so the upstream reads what was checked."""
+    if not a.body_changed:
+        return None
+    assert a.body is not None
+    try:
+        data = dump_json(a.body)
+    except UnicodeEncodeError:
+        data = dump_json(a.body, ascii_only=True)
+    a.flow.request.set_content(data)  # fixes Content-Length, keeps Content-Encoding
+    return None
+
+
+def mark_fail_open(a: Admission) -> Verdict:
+    if a.fail_open and a.key is not None:
+        a.edits.append("fail_open")  # forwarded unmetered: the ledger was down
+        a.rt.warn_fail_open()
+    return None
+
+
+STEPS: tuple[Step, ...] = (
+    check_ready,
+    authenticate,
+    check_operator_switches,
+    pass_unmetered_routes,
+    read_body,
+    check_model,
+    estimate_hold,
+    request_usage,
+    limit_fanout,
+    check_priced,
+    reserve_tokens,
+    reserve_usd,
+    encode_body,
+    mark_fail_open,
+)
