@@ -13,12 +13,8 @@ from mitmproxy import http
 
 from seatbelt.apis.base import ApiFamily, Credentials, Route
 from seatbelt.config.access import (
-    NO_ACCESS,
-    Effective,
     connection_identity,
-    effective,
     host_allowed,
-    identity_index,
 )
 from seatbelt.config.policy import Key, Policy
 from seatbelt.ledger.base import CapRefusal
@@ -29,28 +25,10 @@ _TOP_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 def identify(policy: Policy, flow: http.HTTPFlow) -> tuple[Key | None, str | None]:
     """A key by connection identity, for a request whose credential matched none."""
-    index = identity_index(policy)
+    index = policy.identities()
     if not index:
         return None, None
     return index.match(*connection_identity(flow))
-
-
-def effective_for(policy: Policy, key: Key) -> Effective:
-    """The key's settings over its account's: worked out once per key of the running
-    policy (a reload builds a new policy, and with it a new table)."""
-    global _EFFECTIVE
-    table = _EFFECTIVE[1] if _EFFECTIVE[0] is policy else {}
-    if _EFFECTIVE[0] is not policy:
-        _EFFECTIVE = (policy, table)
-    found = table.get(key.id)
-    if found is None:
-        account = policy.accounts.get(key.account)
-        found = effective(key.access, account.access if account is not None else NO_ACCESS)
-        table[key.id] = found
-    return found
-
-
-_EFFECTIVE: tuple[Policy | None, dict[str, Effective]] = (None, {})
 
 
 def destinations(flow: http.HTTPFlow) -> list[str]:

@@ -62,7 +62,7 @@ def authenticate(a: Admission) -> Verdict:
         a.key, a.identity = operating.identify(a.policy, a.flow)
     if a.key is None:
         return refusals.unknown_key(a.fingerprint) if a.policy.require_auth else None
-    a.ops = operating.effective_for(a.policy, a.key)
+    a.ops = a.policy.effective(a.key)
     return None
 
 

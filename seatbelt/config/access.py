@@ -211,20 +211,6 @@ def _address(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return ip
 
 
-_INDEX: tuple[Any, IdentityIndex] | None = None
-
-
-def identity_index(policy: Any) -> IdentityIndex:
-    """The index of the running policy (one cached: a reload builds the next)."""
-    global _INDEX
-    cached = _INDEX
-    if cached is not None and cached[0] is policy:
-        return cached[1]
-    index = IdentityIndex.build(policy.keys)
-    _INDEX = (policy, index)
-    return index
-
-
 def connection_identity(flow: Any) -> tuple[str | None, str | None, str | None]:
     """(proxy-auth user, client certificate SHA-256, client IP) from the connection only.
 

@@ -172,10 +172,32 @@ class Policy:
     prices: Mapping[str, Price] = field(  # model -> USD per 1M tokens (seatbelt/usd/pricing.py)
         default_factory=lambda: types.MappingProxyType({}))
     _by_fp: Mapping[str, Key] = field(init=False, repr=False, compare=False)
+    # Worked out on first use, once per policy (a reload builds a new policy, and new ones).
+    _identities: access_mod.IdentityIndex | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _effective: dict[str, access_mod.Effective] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {fp: key for key in self.keys for fp in key.fingerprints}
         object.__setattr__(self, "_by_fp", types.MappingProxyType(index))
+
+    def identities(self) -> access_mod.IdentityIndex:
+        """Keys by connection identity (proxy-auth user, client certificate, address)."""
+        if self._identities is None:
+            object.__setattr__(self, "_identities", access_mod.IdentityIndex.build(self.keys))
+        assert self._identities is not None
+        return self._identities
+
+    def effective(self, key: Key) -> access_mod.Effective:
+        """The key's operating settings over its account's."""
+        found = self._effective.get(key.id)
+        if found is None:
+            account = self.accounts.get(key.account)
+            found = access_mod.effective(key.access,
+                                         account.access if account is not None else NO_ACCESS)
+            self._effective[key.id] = found
+        return found
 
     def key_by_fingerprint(self, fp: str) -> Key | None:
         return self._by_fp.get(fp)
