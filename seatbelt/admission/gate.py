@@ -26,6 +26,7 @@ from seatbelt.apis.base import Route
 from seatbelt.config.policy import Policy
 from seatbelt.ledger.base import LedgerUnavailable
 from seatbelt.metering.meter import Meter
+from seatbelt.records import comment
 from seatbelt.records.audit import AuditRecord
 from seatbelt.records.metrics import Metrics
 from seatbelt.runtime import Runtime
@@ -136,9 +137,7 @@ class Gate:
         flow = a.flow
         flow.response = refusals.to_response(a.family, refusal)
         reserved = a.amount if a.amount else None
-        flow.comment = (f"seatbelt: refused {refusal.code} key={a.key_id} "
-                        f"account={a.account_id}"
-                        + (f" reserved={reserved}" if reserved is not None else ""))
+        flow.comment = comment.refused(refusal.code, a.key_id, a.account_id, reserved)
         flow.marked = ":no_entry:"
         try:
             self.metrics.refused(account=a.account_id, key=a.key_id, outcome=refusal.outcome)
@@ -155,7 +154,7 @@ class Gate:
                                    reason: str) -> None:
         flow.response = refusals.to_response(
             route.family, refusals.unavailable(f"seatbelt is not ready ({reason})"))
-        flow.comment = f"seatbelt: refused ledger_unavailable key={ANONYMOUS}"
+        flow.comment = comment.refused("ledger_unavailable", ANONYMOUS, ANONYMOUS, None)
         flow.marked = ":no_entry:"
         self.metrics.refused(account=ANONYMOUS, key=ANONYMOUS, outcome="unavailable")
 
@@ -187,10 +186,7 @@ class Gate:
         a.taken.hold_ids = []  # the meter owns the holds now
         flow.metadata["seatbelt"] = {"key": a.key_id, "account": a.account_id,
                                      "reserved": meter.reserved, "identity": a.identity}
-        flow.comment = (f"seatbelt: key={a.key_id} account={a.account_id} "
-                        f"reserved={meter.reserved}"
-                        + (f" identity={a.identity}"
-                           if a.identity not in (None, "credential") else ""))
+        flow.comment = comment.admitted(a.key_id, a.account_id, meter.reserved, a.identity)
 
 
 def _log_internal_error(e: Exception, flow: http.HTTPFlow) -> None:

@@ -19,6 +19,7 @@ from seatbelt.ledger.base import (
     UsageSource,
 )
 from seatbelt.metering.meter import Meter, Outcome, decide
+from seatbelt.records import comment
 from seatbelt.records.audit import AuditRecord
 from seatbelt.records.metrics import get_metrics
 from seatbelt.runtime import Runtime
@@ -153,22 +154,11 @@ def _client_status(flow: http.HTTPFlow | None, result: Outcome) -> int | None:
 
 
 def comment_for(meter: Meter, result: Outcome, overrun: bool) -> str:
-    spent = (
-        f"{result.prompt_tokens}+{result.completion_tokens} ({result.source})"
-        if result.action == "settle"
-        else "0 (released)"
-    )
-    parts = [
-        f"seatbelt: key={meter.key} account={meter.account} reserved={meter.reserved}",
-        f"spent={spent}",
-    ]
-    if overrun:
-        parts.append("overrun")
-    if result.outcome != "served":
-        parts.append(result.outcome)  # aborted / upstream_error
-    if meter.edits:
-        parts.append("edits=" + ",".join(meter.edits))
-    return " ".join(parts)
+    return comment.finished(meter.key, meter.account, meter.reserved,
+                            settled=result.action == "settle",
+                            prompt=result.prompt_tokens or 0,
+                            completion=result.completion_tokens or 0, source=result.source,
+                            overrun=overrun, outcome=result.outcome, edits=meter.edits)
 
 
 def write_audit(rt: Runtime, meter: Meter, result: Outcome, *, status: int | None,

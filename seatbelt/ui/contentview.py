@@ -20,6 +20,7 @@ from typing import Any
 from mitmproxy import contentviews, http
 
 from seatbelt.codec.keptbody import CUT_MARKER, cut_marker, shown_body  # noqa: F401 (API)
+from seatbelt.records import comment as flow_comment
 
 VIEW_NAME = "LLM"
 PRIORITY = 3  # above JSON (1) and Raw (0.1): auto-selected for LLM response bodies
@@ -543,7 +544,10 @@ def render(s: Summary, note: str | None = None) -> str:
 
 def seatbelt_note(flow: Any) -> str | None:
     comment = getattr(flow, "comment", None)
-    return comment if isinstance(comment, str) and comment.startswith("seatbelt:") else None
+    if not isinstance(comment, str):
+        return None
+    shown = flow_comment.detail(comment)
+    return shown if shown.startswith("seatbelt:") else None
 
 
 def priority(data: bytes, content_type: str | None, message: Any, flow: Any = None) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from mitmproxy import io as mitmio
 
+from seatbelt.records.comment import detail
 from seatbelt.ui.contentview import summarize
 from tests.e2e.conftest import (
     Key,
@@ -133,7 +134,8 @@ def web(tmp_path_factory: pytest.TempPathFactory, standin: StandIn) -> Any:
 
 
 def by_comment(flows: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
-    return [f for f in flows if (f.get("comment") or "").startswith(prefix)]
+    """Flows whose comment's detail (after the glanceable lead) starts with `prefix`."""
+    return [f for f in flows if detail(f.get("comment") or "").startswith(prefix)]
 
 
 def test_developer_sees_budget_view_and_status_in_mitmweb(web: WebProxy,
@@ -169,7 +171,7 @@ def test_developer_sees_budget_view_and_status_in_mitmweb(web: WebProxy,
                          r"spent=(\d+)\+(\d+) \(reported\)( edits=[a-z_,]+)?$")
     spends = []
     for f in metered:
-        m = comment.match(f["comment"])
+        m = comment.match(detail(f["comment"]))
         assert m, f["comment"]
         spends.append(int(m.group(2)) + int(m.group(3)))
         assert not f["marked"]
@@ -179,7 +181,8 @@ def test_developer_sees_budget_view_and_status_in_mitmweb(web: WebProxy,
 
     (refused,) = by_comment(flows, "seatbelt: refused ")
     assert refused["comment"].startswith(
-        f"seatbelt: refused insufficient_quota key={POOR.id} account=research reserved=")
+        f"insufficient_quota {POOR.id} · seatbelt: refused insufficient_quota key={POOR.id} "
+        "account=research reserved=")
     assert refused["marked"] == NO_ENTRY
     assert refused["response"]["status_code"] == 429
     for f in flows:  # no credential reaches the UI

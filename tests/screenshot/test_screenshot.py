@@ -37,12 +37,14 @@ def test_screenshot_shows_budgets_marks_and_the_llm_view(tmp_path: Path) -> None
 
     comments = re.findall(r'<td class="col-comment">([^<]*)</td>', shot.dom)
     metered = [c for c in comments if re.fullmatch(
+        r"agent-zero \d+\+\d+ · "
         r"seatbelt: key=agent-zero account=research reserved=\d+ spent=\d+\+\d+ \(reported\)"
         r"( edits=[a-z_,]+)?", c)]
     assert len(metered) == 4, comments
-    assert any(c.startswith("seatbelt: refused insufficient_quota key=intern account=research "
-                            "reserved=") for c in comments), comments
-    assert "seatbelt: refused invalid_api_key key=anonymous account=anonymous" in comments
+    assert any(c.startswith("insufficient_quota intern · seatbelt: refused insufficient_quota "
+                            "key=intern account=research reserved=") for c in comments), comments
+    assert ("invalid_api_key anonymous · seatbelt: refused invalid_api_key key=anonymous "
+            "account=anonymous") in comments
     assert shot.dom.count('<span class="marker float-right">\u26d4</span>') == 2
     assert "── tool call get_weather (call_x1) ──" in shot.dom  # the LLM view, auto-selected
     assert "finish: tool_calls" in shot.dom and "spent=81+17 (reported)" in shot.dom

@@ -437,14 +437,14 @@ def test_flows_carry_budget_comment_mark_and_kept_body_through_save(monkeypatch,
             return [served, refused]
 
     served, refused = save_and_reload(asyncio.run(go()))
-    assert served.comment.startswith("seatbelt: key=alice account=team reserved=")
+    assert served.comment.startswith("alice 81+17 · seatbelt: key=alice account=team reserved=")
     assert served.comment.endswith(" spent=81+17 (reported) edits=usage_requested")
     assert not served.marked
     client_got = b"".join(x for x in sent if isinstance(x, bytes))
     assert served.response.raw_content == client_got  # the kept copy
     assert b'"usage":{' not in client_got  # the usage frame seatbelt asked for was hidden
-    assert refused.comment == f"seatbelt: refused insufficient_quota key=poor account=team "\
-        f"reserved={refused.comment.split('reserved=')[1]}"
+    assert refused.comment == "insufficient_quota poor · seatbelt: refused insufficient_quota "\
+        f"key=poor account=team reserved={refused.comment.split('reserved=')[1]}"
     assert int(refused.comment.split("reserved=")[1]) > 10
     assert refused.marked == ":no_entry:" and refused.response.status_code == 429
     for f in (served, refused):  # no credential survives in the saved file
