@@ -24,7 +24,7 @@ from seatbelt.admission.fanout import FanoutLimiter
 from seatbelt.cli.report import report_caps, report_rows
 from seatbelt.config.options import Settings
 from seatbelt.config.policy import Policy
-from seatbelt.ledger import open_ledger, redact
+from seatbelt.ledger import open_ledger, parse_ledger_url, redact
 from seatbelt.ledger.base import HoldInfo, Ledger, LedgerUnavailable, UsageSource
 from seatbelt.ledger.retry import Unfinished
 from seatbelt.lifecycle.background import BackgroundLoop, FleetCheck
@@ -39,10 +39,11 @@ logger = logging.getLogger("seatbelt")
 
 HEARTBEAT_SECONDS = 5.0
 # Test-only: shorter leases so a test can watch a hold lapse in seconds, e.g.
-# "lease=1,max_hold=4,heartbeat=0.2". Never silent: every use logs a warning naming it.
+# "lease=1,max_hold=4,heartbeat=0.2"; "timeout=S" lengthens the Redis ledger's per-operation
+# timeout (a test that holds Redis still at start). Never silent: every use logs a warning.
 TIMING_ENV = "SEATBELT_TEST_LEDGER_TIMING"
 _TIMING_KEYS = {"lease": "lease_seconds", "max_hold": "max_hold_seconds",
-                "heartbeat": "heartbeat_seconds"}
+                "heartbeat": "heartbeat_seconds", "timeout": "timeout"}
 
 
 def ledger_timing(value: str | None) -> dict[str, float]:
@@ -146,6 +147,8 @@ class Runtime:
             logger.warning(f"seatbelt: {TIMING_ENV} is set ({timing}): test-only ledger "
                            "timing, never for production")
         self.heartbeat_seconds = timing.pop("heartbeat_seconds", HEARTBEAT_SECONDS)
+        if "timeout" in timing and parse_ledger_url(url).kind != "redis":
+            timing.pop("timeout")  # SQLite's is its busy timeout; memory has none
         self.ledger = open_ledger(url, **timing)
         self.ledger_url = url
         self.health.reset()
