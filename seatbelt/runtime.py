@@ -5,6 +5,10 @@ a new one `load`/`configure`/`running`. Imported modules are not re-executed, so
 ledger, the in-flight meters, the metrics server and the background tasks live here,
 in one `Runtime`, and a reload neither finishes in-flight requests nor re-registers
 collectors nor rebinds the metrics port.
+
+`Runtime` wires small pieces (seatbelt/lifecycle/): ledger health, the background loop,
+the budget snapshot (and through it the budget gauges), the fleet check; the retry queue
+of unfinished settles lives on the ledger (seatbelt/ledger/retry.py).
 """
 
 from __future__ import annotations
@@ -13,30 +17,33 @@ import asyncio
 import logging
 import os
 import signal
-import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from seatbelt.admission.fanout import FanoutLimiter
 from seatbelt.cli.report import report_caps, report_rows
 from seatbelt.config.options import Settings
 from seatbelt.config.policy import Policy
-from seatbelt.ledger import open_ledger, redact
+from seatbelt.ledger import open_ledger, parse_ledger_url, redact
 from seatbelt.ledger.base import HoldInfo, Ledger, LedgerUnavailable, UsageSource
+from seatbelt.ledger.retry import Unfinished
+from seatbelt.lifecycle.background import BackgroundLoop, FleetCheck
+from seatbelt.lifecycle.budgets import BudgetSnapshot, ReportRows
+from seatbelt.lifecycle.health import LedgerHealth
+from seatbelt.lifecycle.orphans import record_reclaimed
 from seatbelt.metering.meter import Meter
-from seatbelt.records.audit import AuditLog, audit_record
-from seatbelt.records.metrics import budget_rows, get_metrics
-from seatbelt.usd.pricing import to_usd
+from seatbelt.records.audit import AuditLog
+from seatbelt.records.metrics import Metrics, get_metrics
 
 logger = logging.getLogger("seatbelt")
 
 HEARTBEAT_SECONDS = 5.0
-MAX_UNFINISHED = 10000  # settles/releases queued for retry (beyond: maximum hold age)
 # Test-only: shorter leases so a test can watch a hold lapse in seconds, e.g.
-# "lease=1,max_hold=4,heartbeat=0.2". Never silent: every use logs a warning naming it.
+# "lease=1,max_hold=4,heartbeat=0.2"; "timeout=S" lengthens the Redis ledger's per-operation
+# timeout (a test that holds Redis still at start). Never silent: every use logs a warning.
 TIMING_ENV = "SEATBELT_TEST_LEDGER_TIMING"
 _TIMING_KEYS = {"lease": "lease_seconds", "max_hold": "max_hold_seconds",
-                "heartbeat": "heartbeat_seconds"}
+                "heartbeat": "heartbeat_seconds", "timeout": "timeout"}
 
 
 def ledger_timing(value: str | None) -> dict[str, float]:
@@ -61,76 +68,73 @@ def ledger_timing(value: str | None) -> dict[str, float]:
     return out
 
 
-@dataclass
 class Runtime:
-    settings: Settings | None = None
-    policy: Policy | None = None
-    ledger: Ledger | None = None
-    ledger_url: str | None = None
-    ledger_open: bool = False
-    ledger_up: bool = False
-    config_error: str | None = None  # set while the addon is not (fully) configured
-    audit: AuditLog = field(default_factory=AuditLog)
-    meters: dict[str, Meter] = field(default_factory=dict)
-    fanout: FanoutLimiter = field(default_factory=FanoutLimiter)  # max_concurrent / rpm
-    policy_watch: Any = None  # livepolicy.PolicyWatch: polled each tick for file changes
-    _tasks: set[asyncio.Task] = field(default_factory=set)
-    # settles/releases a ledger fault interrupted: (ledger, hold_id, action, charge, source)
-    unfinished: list[tuple[Ledger, str, str, int, UsageSource]] = field(default_factory=list)
-    _loop_task: asyncio.Task | None = None
-    _budget_dirty: bool = False
-    _ticks: int = 0  # background-loop iterations (heartbeat every 5th)
-    _was_up: bool = False
-    _fail_open_warned: float = -1e9
-    _fleet_dirty: bool = True
-    _fleet_warning: str | None = None
-    last_report: list[dict] = field(default_factory=list)  # rows of the last budget snapshot
-    last_report_at: float | None = None  # its time.monotonic(); None until the first one
-    heartbeat_seconds: float = HEARTBEAT_SECONDS
-    _sighup_loop: asyncio.AbstractEventLoop | None = None
+    """The proxy's long-lived state; each concern is a piece on self (passed in or built)."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else get_metrics()
+        self.policy: Policy | None = None
+        self.ledger: Ledger | None = None
+        self.ledger_url: str | None = None
+        self.config_error: str | None = None  # set while the addon is not (fully) configured
+        self.audit = AuditLog()
+        self.meters: dict[str, Meter] = {}
+        self.fanout = FanoutLimiter()  # max_concurrent / rpm
+        self.policy_watch: Any = None  # livepolicy.PolicyWatch: polled each tick
+        self.heartbeat_seconds = HEARTBEAT_SECONDS
+        self.health = LedgerHealth(self.metrics.ledger_up.set)
+        self.settings = None
+        self.budgets = BudgetSnapshot(self._read_budgets)
+        self.fleet = FleetCheck()
+        self.background = BackgroundLoop(self)
+        self._tasks: set[asyncio.Task] = set()
+        self._sighup_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def settings(self) -> Settings | None:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings | None) -> None:
+        self._settings = settings
+        self.health.fail_open = settings is not None and settings.ledger_fail_open
+
+    # --- readiness ----------------------------------------------------------------------
 
     def ready(self) -> bool:
         """Policy loaded, ledger open and answering: LLM traffic may be admitted."""
-        return (
-            self.config_error is None
-            and self.policy is not None
-            and self.ledger_open
-            and self.ledger_up
-        )
+        return self.config_error is None and self.policy is not None and self.health.usable()
+
+    async def until_ready(self) -> bool:
+        """ready(), after waiting for an open of the ledger under way (at start: the port
+        may take requests before the ledger answers), at most the ledger's timeout."""
+        if not self.ready() and self.ledger is not None:
+            await self.health.wait_opening(self.ledger.timeout + 0.5)
+        return self.ready()
 
     def failing_open(self) -> bool:
         """The ledger is down and the operator chose fail-open: admit without holds."""
-        settings = self.settings
-        return (
-            settings is not None
-            and settings.ledger_fail_open
-            and self.config_error is None
-            and self.policy is not None
-            and not (self.ledger_open and self.ledger_up)
-        )
+        return (self.settings is not None and self.settings.ledger_fail_open
+                and self.config_error is None and self.policy is not None
+                and not self.health.usable())
 
     def warn_fail_open(self) -> None:
-        now = time.monotonic()
-        if now - self._fail_open_warned >= 10:
-            self._fail_open_warned = now
-            logger.warning("seatbelt: FAIL-OPEN: the ledger is unreachable; LLM requests pass "
-                           "UNMETERED and UNCAPPED (seatbelt_ledger_fail_open=true)")
+        self.health.warn_fail_open()
 
     def set_ledger_up(self, up: bool, reason: str = "") -> None:
-        if up != self.ledger_up:
-            if up and self._was_up:
-                logger.info("seatbelt: ledger reachable again; admitting LLM requests")
-            elif up:
-                self._was_up = True
-            else:
-                then = ("passing LLM requests UNMETERED (fail-open)"
-                        if self.settings is not None and self.settings.ledger_fail_open
-                        else "refusing LLM requests")
-                logger.error(f"seatbelt: ledger unavailable ({reason}); {then}")
-        self.ledger_up = up
-        fail_open = self.settings is not None and self.settings.ledger_fail_open
-        # 1 up; 0 down, failing closed; -1 down and failing OPEN (alert on != 1).
-        get_metrics().ledger_up.set(1 if up else (-1 if fail_open else 0))
+        self.health.set_up(up, reason)
+
+    @property
+    def ledger_open(self) -> bool:
+        return self.health.open
+
+    @property
+    def ledger_up(self) -> bool:
+        return self.health.up
+
+    @ledger_up.setter
+    def ledger_up(self, up: bool) -> None:
+        self.health.up = up
 
     # --- ledger lifecycle -------------------------------------------------------------
 
@@ -143,202 +147,134 @@ class Runtime:
             logger.warning(f"seatbelt: {TIMING_ENV} is set ({timing}): test-only ledger "
                            "timing, never for production")
         self.heartbeat_seconds = timing.pop("heartbeat_seconds", HEARTBEAT_SECONDS)
+        if "timeout" in timing and parse_ledger_url(url).kind != "redis":
+            timing.pop("timeout")  # SQLite's is its busy timeout; memory has none
         self.ledger = open_ledger(url, **timing)
         self.ledger_url = url
-        self.ledger_open = False
-        self.ledger_up = False
+        self.health.reset()
+        self.health.opening()  # requests arriving meanwhile wait for it (until_ready)
         self.spawn(self.open_ledger(startup=True))
 
     async def open_ledger(self, *, startup: bool = False) -> None:
         ledger = self.ledger
         if ledger is None:
             return
+        self.health.opening()
         try:
-            await ledger.open()
+            reclaimed = await ledger.open()
         except LedgerUnavailable as e:
             if startup:
                 logger.error(f"seatbelt_ledger: cannot open {redact(self.ledger_url or '')}: {e}")
             self.set_ledger_up(False, str(e))
             return
+        finally:
+            self.health.opened()
         if ledger is self.ledger:
-            self.ledger_open = True
+            self.health.open = True
             self.set_ledger_up(True)
-            self.mark_budgets_dirty()
-            self.audit_reclaimed(ledger)  # open() reclaims the holds of dead proxies
+            self.budgets.mark_dirty()
+            self.record_reclaimed(reclaimed)  # open() reclaims the holds of dead proxies
 
-    def audit_reclaimed(self, ledger: Ledger) -> None:
-        """One audit line per hold the last heartbeat charged whole as `orphaned`, so the
-        audit and the ledger reconcile after a crash: per flow (or hold), the last line
-        says what was charged (an orphan line: its `reserved`; a later settle of the same
-        flow lowers it to its real usage and writes the usual line)."""
-        held: list[HoldInfo] = list(getattr(ledger, "last_reclaimed", ()) or ())
-        if not held:
-            return
-        by_hold = {m.hold_id: m for m in self.meters.values() if m.hold_id is not None}
-        by_hold.update({m.usd_hold_id: m for m in self.meters.values() if m.usd_hold_id})
-        for info in held:
-            meter = by_hold.get(info.hold_id)
-            # A USD hold (seatbelt/usd/money.py): subjects usd:key:ID, amount in micro-dollars.
-            usd = bool(info.subjects) and all(s.startswith("usd:") for s in info.subjects)
-            subjects = dict(s.removeprefix("usd:").split(":", 1) for s in info.subjects
-                            if ":" in s.removeprefix("usd:"))
-            logger.warning(f"seatbelt: {'USD ' if usd else ''}hold {info.hold_id} of key "
-                           f"{subjects.get('key')} never finished; charged whole "
-                           f"({to_usd(info.amount) if usd else info.amount}) as orphaned")
-            self.audit.write(audit_record(
-                flow_id=meter.flow_id if meter else f"hold:{info.hold_id}",
-                account=meter.account if meter else subjects.get("account"),
-                key=meter.key if meter else subjects.get("key"),
-                credential_fp=meter.credential_fp if meter else None,
-                provider=meter.route.provider if meter else None,
-                host=meter.host if meter else None,
-                path=meter.path if meter else None,
-                model=meter.model if meter else None,
-                stream=meter.facts.stream if meter else False,
-                reserved=None if usd else info.amount,
-                prompt_tokens=None,
-                completion_tokens=None,
-                cached_tokens=None,
-                cache_write_tokens=None,
-                reasoning_tokens=None,
-                usage_source="orphaned",
-                overrun=False,
-                outcome="aborted",
-                status=None,
-                ttft_s=None,
-                duration_s=(round(time.time() - info.created, 6)),
-                edits=list(meter.edits) if meter else [],
-                cost_usd=to_usd(info.amount) if usd else None,
-            ))
+    def record_reclaimed(self, reclaimed: Iterable[HoldInfo]) -> None:
+        """Audit and count the holds a heartbeat (or open) charged whole as orphaned."""
+        record_reclaimed(reclaimed, self.meters, self.audit, self.metrics)
+
+    def defer_finish(self, ledger: Ledger, hold_id: str, action: str, charge: int,
+                     source: UsageSource) -> None:
+        """A settle/release the ledger could not take (a passing fault): the ledger's retry
+        queue retries it until it lands."""
+        assert action in ("settle", "release")
+        ledger.unfinished.add(Unfinished(hold_id, action, charge, source))  # type: ignore[arg-type]
+
+    @property
+    def unfinished(self) -> list[Unfinished]:
+        """What the current ledger's retry queue still owes (tests, status)."""
+        return self.ledger.unfinished.items() if self.ledger is not None else []
+
+    async def retry_unfinished(self) -> None:
+        """Oldest first; stops at the first failure (LedgerUnavailable to the caller)."""
+        if self.ledger is not None and await self.ledger.retry_unfinished():
+            self.budgets.mark_dirty()
+        self.set_ledger_up(True)
+
+    # --- background ---------------------------------------------------------------------
 
     def ensure_background(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = loop.create_task(self._background())
+        self.background.ensure()
+        self.budgets.bind(loop)
+        self.metrics.budgets.source = self.budgets.gauge_rows
         self._install_sighup(loop)
 
     def _install_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
         """SIGHUP reopens the audit log (logrotate). Once per loop, so a script reload keeps
         it; without it, SIGHUP's default action would stop the proxy."""
-        sighup = getattr(signal, "SIGHUP", None)
-        if sighup is None or self._sighup_loop is loop:
+        if not hasattr(signal, "SIGHUP") or self._sighup_loop is loop:
             return
         try:
-            loop.add_signal_handler(sighup, self.reopen_audit)
+            loop.add_signal_handler(signal.SIGHUP, self.reopen_audit)
         except (NotImplementedError, RuntimeError, ValueError):
             return  # not the main thread, or a loop without signal support
         self._sighup_loop = loop
-
-    def defer_finish(self, ledger: Ledger, hold_id: str, action: str, charge: int,
-                     source: UsageSource) -> None:
-        """A settle/release the ledger could not take (a passing fault): retried until it
-        lands. A live proxy keeps its lease, so without this the hold would stay counted
-        until the hard maximum age."""
-        if len(self.unfinished) >= MAX_UNFINISHED:
-            logger.error(f"seatbelt: {MAX_UNFINISHED} unfinished holds queued; hold {hold_id} "
-                         "is left to the maximum hold age")
-            return
-        self.unfinished.append((ledger, hold_id, action, charge, source))
-
-    async def retry_unfinished(self) -> None:
-        """Oldest first; stops at the first failure (LedgerUnavailable to the caller)."""
-        while self.unfinished:
-            ledger, hold_id, action, charge, source = self.unfinished[0]
-            try:
-                if action == "settle":
-                    await ledger.settle(hold_id, charge, source=source)
-                else:
-                    await ledger.release(hold_id)
-            except LedgerUnavailable:
-                raise
-            except Exception:  # never let one bad entry block the queue
-                logger.exception(f"seatbelt: dropping the unfinished {action} of {hold_id}")
-            self.unfinished.pop(0)
-            self.mark_budgets_dirty()
-        self.set_ledger_up(True)
 
     def reopen_audit(self) -> None:
         logger.info(f"seatbelt: SIGHUP: reopening the audit log {self.audit.path or '(off)'}")
         self.audit.reopen()
 
-    async def _background(self) -> None:
-        """Heartbeat (lease renewal + orphan reclaim), healing, budget gauges."""
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds / 5)
-            self._ticks += 1
-            ticks = self._ticks
-            try:
-                if self.policy_watch is not None:
-                    self.policy_watch.poll(self)  # live policy: re-read when the file changed
-                if self.ledger is not None and not self.ledger_open:
-                    await self.open_ledger()
-                elif self.ledger is not None and ticks % 5 == 0:
-                    await self.ledger.heartbeat()
-                    self.set_ledger_up(True)
-                    self.audit_reclaimed(self.ledger)
-                    self._budget_dirty = True
-                if self.unfinished and self.ledger_open:
-                    await self.retry_unfinished()
-                if self._budget_dirty:
-                    self._budget_dirty = False
-                    await self.refresh_budgets()
-                if self.ledger_open and (self._fleet_dirty or ticks % 60 == 0):
-                    self._fleet_dirty = False
-                    await self.check_fleet()
-            except LedgerUnavailable as e:
-                self.set_ledger_up(False, str(e))
-            except Exception:  # the loop must survive anything
-                logger.exception("seatbelt: background task error")
-
     async def check_fleet(self) -> None:
         """Proxies sharing a ledger must run the same policy: say so loudly when not."""
-        check = getattr(self.ledger, "check_policy_digest", None)
-        if check is None or self.policy is None:
-            return
-        warning = await check(self.policy.digest)
-        if warning != self._fleet_warning:
-            if warning:
-                logger.warning(f"seatbelt: {warning}")
-            elif self._fleet_warning:
-                logger.info("seatbelt: every live proxy on this ledger runs the same policy again")
-            self._fleet_warning = warning
+        if self.ledger is not None and self.policy is not None:
+            await self.fleet.run(self.ledger, self.policy.digest)
 
     def mark_policy_changed(self) -> None:
         if self.policy is not None:
-            get_metrics().declare_keys((k.account, k.id) for k in self.policy.keys)
-        self._fleet_dirty = True
-        self._budget_dirty = True
+            self.metrics.declare_keys((k.account, k.id) for k in self.policy.keys)
+        self.fleet.dirty = True
+        self.budgets.mark_dirty()
+
+    # --- the budget snapshot ------------------------------------------------------------
 
     def mark_budgets_dirty(self) -> None:
-        self._budget_dirty = True
+        self.budgets.mark_dirty()
 
     async def refresh_budgets(self) -> None:
+        await self.budgets.refresh()
+
+    async def _read_budgets(self) -> ReportRows | None:
         policy, ledger = self.policy, self.ledger
-        if policy is None or ledger is None or not self.ledger_open:
-            return
-        caps = report_caps(policy)
-        states = await ledger.snapshot(caps)
-        self.last_report = report_rows(policy, states)
-        self.last_report_at = time.monotonic()
-        get_metrics().set_budgets(budget_rows(self.last_report))
+        if policy is None or ledger is None or not self.health.open:
+            return None
+        return report_rows(policy, await ledger.snapshot(report_caps(policy)))
+
+    @property
+    def last_report(self) -> ReportRows:
+        """Rows of the last budget snapshot (seatbelt/cli/report.py's report_rows)."""
+        return self.budgets.rows
+
+    @property
+    def last_report_at(self) -> float | None:
+        return self.budgets.at
+
+    @last_report_at.setter
+    def last_report_at(self, at: float | None) -> None:
+        self.budgets.at = at
 
     # --- tasks --------------------------------------------------------------------------
 
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def shutdown(self, finish_all) -> None:
+    async def shutdown(self, finish_all: Callable[[Meter], Awaitable[None]]) -> None:
         """Proxy stopping (not a script reload): finish what is open, then close."""
         for meter in list(self.meters.values()):
             await finish_all(meter)
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-        if self.ledger is not None and self.ledger_open:
+        self.background.cancel()
+        if self.ledger is not None and self.health.open:
             try:
                 await self.ledger.drain()  # the finishes handed over without waiting
-                await self.retry_unfinished()  # what is left lapses with our lease
+                await self.ledger.retry_unfinished()  # what is left lapses with our lease
                 await self.ledger.close()
             except LedgerUnavailable:
                 pass

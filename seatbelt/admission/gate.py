@@ -99,6 +99,8 @@ class Gate:
             reason = self.rt.config_error or "the policy is not loaded"
             await self._refuse_unconfigured(flow, route, taken, reason)
             return
+        if not self.rt.ready():
+            await self.rt.until_ready()  # at start the ledger may still be opening: wait
         a = Admission(rt=self.rt, metrics=self.metrics, flow=flow, route=route,
                       policy=policy, path=flow.request.path.split("?", 1)[0], taken=taken,
                       fail_open=self.rt.failing_open())

@@ -13,7 +13,10 @@ import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
+
+if TYPE_CHECKING:
+    from .retry import RetryQueue, Unfinished
 
 
 class HoldIds:
@@ -146,10 +149,21 @@ class Ledger(abc.ABC):
     """
 
     owner: str  # this process's id; holds carry it
+    # The longest one call may take before it raises LedgerUnavailable (a request that
+    # arrives while the ledger is still opening waits at most this long for it).
+    timeout: float = 2.0
+
+    def __init__(self) -> None:
+        from .retry import RetryQueue
+
+        # Settles/releases a fault interrupted, retried by retry_unfinished(); whoever saw
+        # the fault (the backend itself, or its caller) queues it here, once per hold.
+        self.unfinished: RetryQueue = RetryQueue()
 
     @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect, create schema, register this owner, reclaim holds of dead owners."""
+    async def open(self) -> list[HoldInfo]:
+        """Connect, create schema, register this owner, reclaim holds of dead owners.
+        Returns the holds it reclaimed (as heartbeat() does); [] when read-only."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -180,9 +194,28 @@ class Ledger(abc.ABC):
         """Every live hold (all owners)."""
 
     @abc.abstractmethod
-    async def heartbeat(self, *, now: float | None = None) -> int:
-        """Renew this owner's lease and reclaim holds whose owner's lease lapsed or whose
-        hard maximum age passed (charged whole as `orphaned`). Returns how many were reclaimed."""
+    async def heartbeat(self, *, now: float | None = None) -> list[HoldInfo]:
+        """Renew this owner's lease and reclaim holds whose owner is dead (its lease lapsed,
+        or on SQLite its liveness lock is free) or whose hard maximum age passed, charged
+        whole as `orphaned`. Returns the holds it reclaimed (for the audit and metrics),
+        each once: only the heartbeat that charged a hold returns it."""
+
+    async def check_policy_digest(self, digest: str, *, now: float | None = None) -> str | None:
+        """Record this proxy's policy digest and return a one-line warning when another
+        live proxy on the same ledger runs a different policy, else None. Default: the
+        backend keeps no record of other proxies' policies (memory is one process)."""
+        return None
+
+    async def retry_unfinished(self) -> int:
+        """Retry every queued settle/release (`self.unfinished`), oldest first; raises
+        LedgerUnavailable at the first one the ledger still cannot take."""
+        return await self.unfinished.retry(self._finish_unfinished)
+
+    async def _finish_unfinished(self, item: Unfinished) -> None:
+        if item.action == "settle":
+            await self.settle(item.hold_id, item.charge, source=item.source)
+        else:
+            await self.release(item.hold_id)
 
     @abc.abstractmethod
     async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:

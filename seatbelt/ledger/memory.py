@@ -88,13 +88,13 @@ class MemoryLedger(Ledger):
         max_hold_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.owner = uuid.uuid4().hex
         self._hold_ids = HoldIds()
         self.readonly = readonly
         self.lease_seconds = lease_seconds
         self.max_hold_seconds = max_hold_seconds
         self.reclaimed_total = 0
-        self.last_reclaimed: list[HoldInfo] = []  # holds the last heartbeat charged whole
         self._clock = clock
         self._store = _STORES.setdefault(name, _Store()) if name else _Store()
 
@@ -103,10 +103,11 @@ class MemoryLedger(Ledger):
             raise LedgerUnavailable("ledger was opened read-only")
         return self._store
 
-    async def open(self) -> None:
-        if not self.readonly:
-            self._store.owners[self.owner] = self._clock()
-            await self.heartbeat()
+    async def open(self) -> list[HoldInfo]:
+        if self.readonly:
+            return []
+        self._store.owners[self.owner] = self._clock()
+        return await self.heartbeat()
 
     async def close(self) -> None:
         store = self._store
@@ -215,9 +216,9 @@ class MemoryLedger(Ledger):
             if h.orphaned_at is None
         ]
 
-    async def heartbeat(self, *, now: float | None = None) -> int:
+    async def heartbeat(self, *, now: float | None = None) -> list[HoldInfo]:
         if self.readonly:
-            return 0
+            return []
         now = self._clock() if now is None else now
         store = self._store
         store.owners[self.owner] = now
@@ -230,8 +231,7 @@ class MemoryLedger(Ledger):
                                           tuple(c[0] for c in hold.charges), hold.created))
         self._collect(now)
         self.reclaimed_total += len(reclaimed)
-        self.last_reclaimed = reclaimed  # for the audit log (not part of the interface)
-        return len(reclaimed)
+        return reclaimed
 
     def _lapsed(self, hold: _Hold, now: float) -> bool:
         beat = self._store.owners.get(hold.owner)

@@ -31,9 +31,9 @@ Faults: every call has a short deadline (`timeout`, default 0.5 s per socket ope
 twice that per call) and no automatic retries; a refused connection, a timeout, an
 authentication or any Redis error raises LedgerUnavailable with a one-line reason that
 never contains the password. The connection pool reconnects by itself on the next call.
-A settle/release whose answer was lost is retried by the next heartbeat (both are
-idempotent), and a reserve whose answer was lost is released then, so a timeout never
-pins a budget for the hold's whole maximum age.
+A settle/release whose answer was lost is queued on `unfinished` (retry.py) and retried by
+the next heartbeat (both are idempotent), and a reserve whose answer was lost is released
+then, so a timeout never pins a budget for the hold's whole maximum age.
 """
 
 from __future__ import annotations
@@ -69,13 +69,13 @@ from .base import (
     Settlement,
     UsageSource,
 )
+from .retry import Unfinished
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 TEST_CLOCK_ENV = "SEATBELT_TEST_CLOCK"
 SCRIPTS = ("reserve", "finish", "heartbeat", "close", "snapshot", "holds", "digest", "adjust")
-MAX_PENDING = 10000  # unanswered settles/releases kept for retry (beyond: lease/max-age)
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]+")
 _SCRIPT_DIR = Path(__file__).with_name("redis_scripts")
 
@@ -121,6 +121,7 @@ class RedisLedger(Ledger):
             raise _refuse_clock("a clock")
         if not _NAMESPACE.fullmatch(namespace):
             raise ValueError(f"redis ledger namespace must match {_NAMESPACE.pattern}")
+        super().__init__()
         self.owner = uuid.uuid4().hex
         self._hold_ids = HoldIds()
         self.url = url
@@ -128,7 +129,7 @@ class RedisLedger(Ledger):
         self.readonly = readonly
         self.lease_seconds = lease_seconds
         self.max_hold_seconds = max_hold_seconds
-        self.timeout = timeout
+        self.timeout = timeout  # per socket operation; a call gets twice that
         self.prefix = "{" + namespace + "}:"
         self.reclaimed_total = 0
         self.policy_digest = ""
@@ -138,7 +139,6 @@ class RedisLedger(Ledger):
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[str, tuple[str, int]] = {}  # hold id -> (mode, actual) to retry
 
     def __repr__(self) -> str:
         return f"RedisLedger({self.shown})"
@@ -212,11 +212,11 @@ class RedisLedger(Ledger):
 
     # -- the Ledger interface ------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self) -> list[HoldInfo]:
         if self.readonly:
             await self._ping_or_raise()
-        else:
-            await self.heartbeat()
+            return []
+        return await self.heartbeat()
 
     async def _ping_or_raise(self) -> None:
         try:
@@ -273,7 +273,7 @@ class RedisLedger(Ledger):
         try:
             reply = await self._run("reserve", keys, args)
         except LedgerUnavailable:
-            self._remember(hold_id, "release", 0)  # the hold may exist: drop it once healed
+            self.unfinished.add(Unfinished(hold_id, "release"))  # it may exist: drop it later
             raise
         self._epoch = reply[1]
         if reply[0] == 1:
@@ -287,35 +287,27 @@ class RedisLedger(Ledger):
         self._writable()
         if now is not None:
             self._now(now)  # refused outside tests; the hold's own time dates the spend
-        found, overrun = await self._finish(hold_id, "settle", actual)
+        found, overrun = await self._finish(Unfinished(hold_id, "settle", actual, source))
         if not found:
             return Settlement(0, False, already_final=True)
         return Settlement(actual, bool(overrun))
 
     async def release(self, hold_id: str) -> None:
         self._writable()
-        await self._finish(hold_id, "release", 0)
+        await self._finish(Unfinished(hold_id, "release"))
 
-    async def _finish(self, hold_id: str, mode: str, actual: int) -> tuple[int, int]:
+    async def _finish(self, item: Unfinished) -> tuple[int, int]:
+        """One settle/release; unanswered, it is queued for the next heartbeat to retry."""
         try:
             reply = await self._run(
-                "finish", [self._k("hold", hold_id), self._k("orphans")], [hold_id, mode, actual]
+                "finish", [self._k("hold", item.hold_id), self._k("orphans")],
+                [item.hold_id, item.action, item.charge],
             )
         except LedgerUnavailable:
-            self._remember(hold_id, mode, actual)
+            self.unfinished.add(item)
             raise
-        self._pending.pop(hold_id, None)
+        self.unfinished.done(item.hold_id)
         return int(reply[0]), int(reply[1])
-
-    def _remember(self, hold_id: str, mode: str, actual: int) -> None:
-        """Retry an unanswered settle/release (or release a doubtful reserve) later."""
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.pop(next(iter(self._pending)))
-        self._pending[hold_id] = (mode, actual)
-
-    async def _retry_pending(self) -> None:
-        for hold_id, (mode, actual) in list(self._pending.items()):
-            await self._finish(hold_id, mode, actual)
 
     async def adjust(self, cap: Cap, delta: int, *, now: float | None = None) -> int:
         w.check_adjust(cap, delta)
@@ -345,16 +337,13 @@ class RedisLedger(Ledger):
 
     async def holds(self) -> list[HoldInfo]:
         reply = await self._run("holds", [self._k("holds")], [])
-        return [
-            HoldInfo(str(r[0]), str(r[1]), int(r[2]), tuple(str(s) for s in r[4:]), float(r[3]))
-            for r in reply
-        ]
+        return [_hold_info(r) for r in reply]
 
-    async def heartbeat(self, *, now: float | None = None) -> int:
+    async def heartbeat(self, *, now: float | None = None) -> list[HoldInfo]:
         if self.readonly:
-            return 0
+            return []
         when = self._now(now)
-        await self._retry_pending()
+        await self.retry_unfinished()
         reply = await self._run(
             "heartbeat",
             [
@@ -377,8 +366,9 @@ class RedisLedger(Ledger):
                 SCHEMA_VERSION,
             ],
         )
-        reclaimed, self._epoch = int(reply[0]), str(reply[1])
-        self.reclaimed_total += reclaimed
+        self._epoch = str(reply[1])
+        reclaimed = [_hold_info(r) for r in reply[2:]]
+        self.reclaimed_total += len(reclaimed)
         return reclaimed
 
     # -- fleet safety --------------------------------------------------------------------
@@ -404,6 +394,12 @@ class RedisLedger(Ledger):
             f"{digest[:12]}, {len(reply)} other live proxy(ies) run {', '.join(others)}; "
             "their caps and keys disagree until every proxy loads the same policy"
         )
+
+
+def _hold_info(row: Sequence[Any]) -> HoldInfo:
+    """A hold row of holds.lua / heartbeat.lua: id, owner, amount, created, subject..."""
+    return HoldInfo(str(row[0]), str(row[1]), int(row[2]), tuple(str(s) for s in row[4:]),
+                    float(row[3]))
 
 
 def _refusal(row: Sequence[Any], amount: int) -> CapRefusal:

@@ -14,7 +14,9 @@ one commit and no wait per request. A finish lost to a crash before its commit l
 the hold, charged whole as orphaned at the next start: never free.
 
 Processes sharing the file (two proxies, a proxy and the report) work: WAL readers never
-block the writer.
+block the writer. Liveness (liveness.py): each open ledger holds a flock on a file beside the
+database; a dead process's lock is free, so its holds are reclaimed at the next start or
+heartbeat of any proxy on the file. The lease stays as the fallback (an owner with no lock file).
 
 Event loop: the SQL runs inline on the loop, with SQLite's busy timeout at 0. When
 another process holds the write lock, the call does not block in SQLite's busy
@@ -68,6 +70,7 @@ from .base import (
     Settlement,
     UsageSource,
 )
+from .liveness import LivenessLock
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,7 @@ class SqliteLedger(Ledger):
         clock: Callable[[], float] = time.time,
         busy_seconds: float = 2.0,
     ) -> None:
+        super().__init__()
         self.owner = uuid.uuid4().hex
         self._hold_ids = HoldIds()
         self.path = Path(path)
@@ -189,14 +193,15 @@ class SqliteLedger(Ledger):
         self.lease_seconds = lease_seconds
         self.max_hold_seconds = max_hold_seconds
         self.busy_seconds = busy_seconds
+        self.timeout = busy_seconds
         self.reclaimed_total = 0
-        self.last_reclaimed: list[HoldInfo] = []  # holds the last heartbeat charged whole
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._registered = False
         self._deferred: list[_Deferred] = []  # finish_soon() writes not committed yet
         self._flush_handle: asyncio.Handle | None = None
         self._busy_delay = 0.0  # the current wait for another process's lock
+        self._live = LivenessLock(self.path, self.owner)  # held from open() to close()
 
     # -- connection and fault handling -------------------------------------------------
 
@@ -423,9 +428,19 @@ class SqliteLedger(Ledger):
 
     # -- the Ledger interface ------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self) -> list[HoldInfo]:
         await self._run(lambda conn: None, write=False)  # connect, schema, owner row
-        await self.heartbeat()
+        if self.readonly:
+            return []
+        try:
+            self._live.hold()
+        except OSError as e:
+            raise _unchained(LedgerUnavailable(
+                f"sqlite ledger {self.path}: cannot lock {self._live.dir} ({e.strerror or e})"
+            )) from None
+        reclaimed = await self.heartbeat()
+        self._live.sweep()
+        return reclaimed
 
     async def close(self) -> None:
         if not self.readonly and self._conn is not None:
@@ -440,6 +455,7 @@ class SqliteLedger(Ledger):
                 )
             except LedgerUnavailable as e:
                 log.warning("%s (owner left registered; its lease will lapse)", e)
+        self._live.release()
         self._drop()
 
     async def reserve(
@@ -601,6 +617,24 @@ class SqliteLedger(Ledger):
             else [CapState(cap.subject, cap.limit, cap.window, 0, 0) for cap in caps]
         )
 
+    def _dead_owners_holds(self, conn: sqlite3.Connection, known: set[str]) -> list[Any]:
+        """Live holds (rows as in heartbeat) of owners whose liveness lock is free: their
+        process is dead, whatever their lease says. Only while this ledger holds its own
+        lock (open() was called): a ledger used without it judges by leases alone."""
+        if not self._live.held:
+            return []
+        owners = [r[0] for r in conn.execute(
+            "SELECT DISTINCT owner FROM holds WHERE orphaned_at IS NULL AND owner != ?",
+            (self.owner,))]
+        dead = [o for o in owners if self._live.is_dead(o)]
+        if not dead:
+            return []
+        marks = ",".join("?" * len(dead))
+        rows = conn.execute(
+            "SELECT subject, bucket, prune_after, amount, hold_id, owner, created FROM holds"
+            f" WHERE orphaned_at IS NULL AND owner IN ({marks})", dead).fetchall()
+        return [r for r in rows if r[4] not in known]
+
     @staticmethod
     def _read(body: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
         """One consistent read: a deferred transaction spanning all statements."""
@@ -626,9 +660,9 @@ class SqliteLedger(Ledger):
 
         return await self._run(self._read(body), write=False) or []
 
-    async def heartbeat(self, *, now: float | None = None) -> int:
+    async def heartbeat(self, *, now: float | None = None) -> list[HoldInfo]:
         if self.readonly:
-            return 0
+            return []
         now = self._clock() if now is None else now
 
         def body(conn: sqlite3.Connection) -> list[HoldInfo]:
@@ -640,6 +674,7 @@ class SqliteLedger(Ledger):
                 " AND (h.created < ? OR o.heartbeat IS NULL OR o.heartbeat < ?)",
                 (now - self.max_hold_seconds, now - self.lease_seconds),
             ).fetchall()
+            lapsed += self._dead_owners_holds(conn, {r[4] for r in lapsed})
             conn.executemany(SQL_ADD, [(r[0], r[1], r[3], r[2]) for r in lapsed])
             ids = sorted({r[4] for r in lapsed})
             conn.executemany(
@@ -661,5 +696,4 @@ class SqliteLedger(Ledger):
 
         reclaimed = await self._run(body, write=True) or []
         self.reclaimed_total += len(reclaimed)
-        self.last_reclaimed = reclaimed  # for the audit log (not part of the interface)
-        return len(reclaimed)
+        return reclaimed

@@ -23,6 +23,7 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,56 @@ def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
     return out
 
 
+BUDGET_GAUGES = (
+    ("seatbelt_cap_tokens", "Cap in tokens (capped only)."),
+    ("seatbelt_window_spend_tokens", "Settled spend inside the current window."),
+    ("seatbelt_remaining_tokens", "cap - spend - reserved (capped only; may be < 0)."),
+    ("seatbelt_reserved_tokens", "Tokens held by live reservations."),
+)
+
+
+def budget_families(rows: Iterable[BudgetRow]) -> list[GaugeMetricFamily]:
+    """The budget gauges of `rows`; cap and remaining only for capped rows. Pure."""
+    families = {name: GaugeMetricFamily(name, text, labels=("account", "key"))
+                for name, text in BUDGET_GAUGES}
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        labels = [clip(row.account), clip(row.key)]
+        if tuple(labels) in seen:  # one series per label pair, whatever the rows say
+            continue
+        seen.add((labels[0], labels[1]))
+        families["seatbelt_reserved_tokens"].add_metric(labels, row.reserved)
+        families["seatbelt_window_spend_tokens"].add_metric(labels, row.window_spend)
+        if row.cap is not None:
+            remaining = row.remaining
+            if remaining is None:
+                remaining = row.cap - row.window_spend - row.reserved
+            families["seatbelt_cap_tokens"].add_metric(labels, row.cap)
+            families["seatbelt_remaining_tokens"].add_metric(labels, remaining)
+    return list(families.values())
+
+
+class BudgetCollector:
+    """A prometheus_client custom collector: the budget gauges, computed when scraped from
+    `source()` (seatbelt/lifecycle/budgets.py: a ledger snapshot at most a second old), so
+    they are exact at scrape time and no series lingers after its key left the policy.
+    Registered once per registry; a reloaded script only swaps `source`."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[BudgetRow]] = lambda: ()
+
+    def describe(self) -> list[Metric]:
+        return budget_families(())
+
+    def collect(self) -> list[Metric]:
+        try:
+            rows = list(self.source())
+        except Exception:  # a scrape must answer with the other series even so
+            logger.exception("seatbelt: budget gauges could not be computed")
+            rows = []
+        return budget_families(rows)
+
+
 class Metrics:
     """Every seatbelt series, bound to one registry (the process-wide one in production)."""
 
@@ -120,9 +171,6 @@ class Metrics:
         self.spend_usd = Counter(
             "seatbelt_spend_usd", "USD charged for priced models (policy `prices:`).", ak,
             registry=r,
-        )
-        self.reserved = Gauge(
-            "seatbelt_reserved_tokens", "Tokens held by live reservations.", ak, registry=r
         )
         self.requests = Counter(
             "seatbelt_requests", "Finished LLM requests by outcome.", (*ak, "outcome"), registry=r
@@ -149,15 +197,9 @@ class Metrics:
             "From dispatch to the end of the response.",
             pm, buckets=DURATION_BUCKETS, registry=r,
         )
-        self.cap = Gauge("seatbelt_cap_tokens", "Cap in tokens (capped only).", ak, registry=r)
-        self.window_spend = Gauge(
-            "seatbelt_window_spend_tokens", "Settled spend inside the current window.", ak,
-            registry=r,
-        )
-        self.remaining = Gauge(
-            "seatbelt_remaining_tokens", "cap - spend - reserved (capped only; may be < 0).",
-            ak, registry=r,
-        )
+        # The budget gauges: computed at scrape time from a ledger snapshot (BudgetCollector).
+        self.budgets = BudgetCollector()
+        r.register(self.budgets)
         self.settlements = Counter(
             "seatbelt_settlements", "Settlements by usage source and overrun.",
             ("usage_source", "overrun"), registry=r,
@@ -169,10 +211,6 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # see _child
-        self._budget_lock = threading.Lock()
-        self._budget_labels: dict[Gauge, set[tuple[str, str]]] = {
-            g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining)
-        }
 
     def finished(
         self,
@@ -228,6 +266,21 @@ class Metrics:
         if usd is not None and usd > 0:
             self._child(self.spend_usd, account, key).inc(usd)
 
+    def orphaned(self, *, account: str, key: str, tokens: int | None, usd: float | None,
+                 owned: bool) -> None:
+        """A hold reclaimed whole (seatbelt/lifecycle/orphans.py): a token hold is one
+        orphaned settlement. Unless a live request of this proxy owns it (`owned`: its own
+        finish counts the request and its real spend later), the charge is spend and the
+        request ended `aborted`."""
+        if tokens is not None:
+            self._child(self.settlements, "orphaned", "false").inc()
+        if owned:
+            return
+        if tokens is not None:
+            self._child(self.spend, account, key).inc(max(tokens, 0))
+            self._child(self.requests, account, key, "aborted").inc()
+        self.spent_usd(account=account, key=key, usd=usd)
+
     def declare_keys(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Create each policy key's spend and request counters at 0, so `rate()` and
         `increase()` see its very first request (a counter that appears at 1 hides it).
@@ -246,31 +299,6 @@ class Metrics:
     def shadow_refused(self, *, account: str, key: str, outcome: str) -> None:
         """A refusal shadow mode did not make: the request went on, metered."""
         self.shadow_refusals.labels(clip(account), clip(key), clip(outcome)).inc()
-
-    def set_budgets(self, rows: Iterable[BudgetRow]) -> None:
-        """Replace every budget gauge; series that are no longer in `rows` disappear.
-
-        Values are set before stale series are removed, so a concurrent scrape never sees
-        the budget gauges empty.
-        """
-        want: dict[Gauge, dict[tuple[str, str], float]] = {g: {} for g in self._budget_labels}
-        for row in rows:
-            labels = (clip(row.account), clip(row.key))
-            want[self.reserved][labels] = row.reserved
-            want[self.window_spend][labels] = row.window_spend
-            if row.cap is not None:
-                want[self.cap][labels] = row.cap
-                remaining = row.remaining
-                if remaining is None:
-                    remaining = row.cap - row.window_spend - row.reserved
-                want[self.remaining][labels] = remaining
-        with self._budget_lock:
-            for gauge, values in want.items():
-                for labels, value in values.items():
-                    gauge.labels(*labels).set(value)
-                for labels in self._budget_labels[gauge] - values.keys():
-                    gauge.remove(*labels)
-                self._budget_labels[gauge] = set(values)
 
     def set_ledger_up(self, up: bool) -> None:
         self.ledger_up.set(1 if up else 0)

@@ -26,7 +26,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics import MetricWrapperBase
 
-from seatbelt.records.metrics import Metrics
+from seatbelt.records.metrics import BudgetRow, Metrics
 from tests.e2e.conftest import (
     Key,
     Proxy,
@@ -84,6 +84,7 @@ def exported() -> dict[str, frozenset[str]]:
     a scrape shows, whatever metrics are added later. A family left silent fails here.
     """
     m = Metrics(CollectorRegistry())
+    m.budgets.source = lambda: [BudgetRow("x", "x", 1, 1, 1, 1)]  # scrape-time budget gauges
     for metric in vars(m).values():
         if not isinstance(metric, MetricWrapperBase):
             continue

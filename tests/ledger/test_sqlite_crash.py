@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +47,11 @@ CRASHER = """
 """
 
 
-async def test_sigkill_keeps_spend_and_orphans_the_dead_hold(tmp_path: Path) -> None:
+async def test_sigkill_keeps_spend_and_orphans_the_dead_hold_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """The dead process's liveness lock is free, so the next open() charges its hold whole
+    at once, 30 s (its lease) before the lease would have said so."""
     url = f"sqlite:///{tmp_path / 'state' / 'ledger.db'}"
     proc = child(CRASHER, url)
     try:
@@ -62,24 +65,50 @@ async def test_sigkill_keeps_spend_and_orphans_the_dead_hold(tmp_path: Path) -> 
     assert proc.returncode == -signal.SIGKILL
 
     ledger = open_ledger(url)
-    await ledger.open()  # lease of the dead owner not lapsed yet: its hold is still live
+    reclaimed = await ledger.open()  # lease not lapsed, but the owner is dead
     try:
-        holds = await ledger.holds()
-        assert [(h.hold_id, h.owner, h.amount) for h in holds] == [
+        assert [(h.hold_id, h.owner, h.amount) for h in reclaimed] == [
             (dead["hold"], dead["owner"], 500)
         ]
-        later = time.time() + 31
-        states = await ledger.snapshot([KEY, ACCOUNT], now=later)
-        assert [(s.spent, s.reserved) for s in states] == [(600, 500), (600, 500)]
-        assert await ledger.heartbeat(now=later) == 1  # lease lapsed: charged whole
-        states = await ledger.snapshot([KEY, ACCOUNT], now=later)
+        assert sorted(reclaimed[0].subjects) == ["account:r", "key:a"]
+        states = await ledger.snapshot([KEY, ACCOUNT])
         assert [(s.spent, s.reserved) for s in states] == [(1100, 0), (1100, 0)]
         assert await ledger.holds() == []
+        assert await ledger.heartbeat() == []  # charged once
     finally:
         await ledger.close()
     ro = open_ledger(url, readonly=True)
     await ro.open()
     assert [s.spent for s in await ro.snapshot([KEY, ACCOUNT])] == [1100, 1100]
+
+
+async def test_a_live_process_keeps_its_holds_and_its_death_frees_them_at_once(
+    tmp_path: Path,
+) -> None:
+    """Liveness by lock, not by clock: while the other process runs, its hold stays (even
+    past its lease by this ledger's clock it is judged by the lease, as before); the next
+    heartbeat after its SIGKILL reclaims it without any time passing."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    proc = child(CRASHER, url)
+    try:
+        assert proc.stdout is not None
+        dead = json.loads(proc.stdout.readline())
+        ledger = open_ledger(url)
+        assert await ledger.open() == []  # alive: its lock is held
+        assert [h.hold_id for h in await ledger.holds()] == [dead["hold"]]
+        assert await ledger.heartbeat() == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        (info,) = await ledger.heartbeat()
+        assert (info.hold_id, info.amount) == (dead["hold"], 500)
+        assert await ledger.holds() == []
+        lock_files = list((tmp_path / "ledger.db.live").iterdir())
+        assert [p.name for p in lock_files] == [f"{ledger.owner}.lock"]  # the dead one's went
+    finally:
+        await ledger.close()
+    assert list((tmp_path / "ledger.db.live").iterdir()) == []
 
 
 RACER = """
@@ -220,6 +249,6 @@ async def test_readonly_on_missing_file_is_empty_and_creates_nothing(tmp_path: P
     await ledger.open()
     (s,) = await ledger.snapshot([ACCOUNT])
     assert (s.spent, s.reserved, s.remaining) == (0, 0, 10**6)
-    assert await ledger.holds() == [] and await ledger.heartbeat() == 0
+    assert await ledger.holds() == [] and await ledger.heartbeat() == []
     await ledger.close()
     assert not path.parent.exists()

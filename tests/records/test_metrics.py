@@ -80,7 +80,7 @@ def test_names_types_and_labels_match_the_contract(met):
     met.refused(account="research", key="agent-zero", outcome="refused_quota")
     met.shadow_refused(account="research", key="agent-zero", outcome="refused_rate")
     met.spent_usd(account="research", key="agent-zero", usd=0.25)
-    met.set_budgets([BudgetRow("research", "agent-zero", 1000, 150, 10, 840)])
+    show(met, [BudgetRow("research", "agent-zero", 1000, 150, 10, 840)])
     met.set_ledger_up(True)
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(met.registry).decode())
@@ -213,8 +213,13 @@ def test_label_values_are_clipped(met):
     assert keys == {"k" * 128}
 
 
-def test_set_budgets_replaces_and_caps_only_for_capped_rows(met):
-    met.set_budgets([
+def show(met: Metrics, rows: list[BudgetRow]) -> None:
+    """What the runtime's budget snapshot hands the collector at the next scrape."""
+    met.budgets.source = lambda: rows
+
+
+def test_budget_gauges_show_each_scrapes_rows_and_caps_only_for_capped_rows(met):
+    show(met, [
         BudgetRow("research", "agent-zero", 1000, 300, 100, 600),
         BudgetRow("research", ACCOUNT_KEY, 5000, 900, 100, 4000),
         BudgetRow("sandbox", "free", None, 42, 7, None),
@@ -228,11 +233,56 @@ def test_set_budgets_replaces_and_caps_only_for_capped_rows(met):
     assert value(r, "seatbelt_remaining_tokens", account="sandbox", key="free") is None
 
     # a negative remaining (after an overrun) is exported as is; a dropped key disappears
-    met.set_budgets([BudgetRow("research", "agent-zero", 1000, 1200, 0, -200)])
+    show(met, [BudgetRow("research", "agent-zero", 1000, 1200, 0, -200)])
     assert value(r, "seatbelt_remaining_tokens", account="research", key="agent-zero") == -200
     for name in ("seatbelt_cap_tokens", "seatbelt_window_spend_tokens",
                  "seatbelt_reserved_tokens", "seatbelt_remaining_tokens"):
         assert series(r, name) == [{"account": "research", "key": "agent-zero"}], name
+
+
+def test_budget_gauges_are_computed_at_each_scrape(met):
+    """The collector asks its source at every scrape: no gauge lags a settle."""
+    calls: list[int] = []
+
+    def source() -> list[BudgetRow]:
+        calls.append(1)
+        return [BudgetRow("research", "a", 100, 10 * len(calls), 0, None)]
+
+    met.budgets.source = source
+    r = met.registry
+    assert value(r, "seatbelt_window_spend_tokens", account="research", key="a") == 10
+    assert value(r, "seatbelt_window_spend_tokens", account="research", key="a") == 20
+    assert value(r, "seatbelt_remaining_tokens", account="research", key="a") == 100 - 30
+
+
+def test_a_failing_budget_source_leaves_the_other_series(met, caplog):
+    def broken() -> list[BudgetRow]:
+        raise RuntimeError("no ledger")
+
+    met.budgets.source = broken
+    finish(met)
+    r = met.registry
+    assert series(r, "seatbelt_cap_tokens") == []
+    assert value(r, "seatbelt_requests_total", account="research", key="agent-zero",
+                 outcome="served") == 1
+    assert "budget gauges could not be computed" in caplog.text
+
+
+def test_orphaned_charge_counts_a_settlement_and_spend_unless_a_live_request_owns_it(met):
+    r = met.registry
+    met.orphaned(account="research", key="a", tokens=300, usd=None, owned=False)
+    assert value(r, "seatbelt_settlements_total", usage_source="orphaned", overrun="false") == 1
+    assert value(r, "seatbelt_spend_tokens_total", account="research", key="a") == 300
+    assert value(r, "seatbelt_requests_total", account="research", key="a",
+                 outcome="aborted") == 1
+    # a live request's hold that passed the maximum age: its own finish counts the rest
+    met.orphaned(account="research", key="a", tokens=50, usd=None, owned=True)
+    assert value(r, "seatbelt_settlements_total", usage_source="orphaned", overrun="false") == 2
+    assert value(r, "seatbelt_spend_tokens_total", account="research", key="a") == 300
+    # a USD hold: dollars, no second settlement for the same request
+    met.orphaned(account="research", key="a", tokens=None, usd=0.5, owned=False)
+    assert value(r, "seatbelt_settlements_total", usage_source="orphaned", overrun="false") == 2
+    assert value(r, "seatbelt_spend_usd_total", account="research", key="a") == 0.5
 
 
 def test_budget_rows_from_report_rows():

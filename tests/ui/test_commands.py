@@ -111,10 +111,10 @@ def test_status_before_the_first_snapshot_and_unconfigured(runtime, policy_file)
                 tctx.master.commands.execute("seatbelt.reload")
             await start(tctx, sb, policy_file)
             runtime.last_report_at = None  # as if the background task had not run yet
-            runtime._budget_dirty = False
+            runtime.budgets.dirty = False
             (line,) = tctx.master.commands.execute("seatbelt.status")
             assert "not been read yet" in line
-            assert runtime._budget_dirty  # a fresh snapshot was asked for
+            assert runtime.budgets.dirty  # a fresh snapshot was asked for
 
     run(go)
 

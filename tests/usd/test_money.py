@@ -121,10 +121,10 @@ def test_a_reclaimed_usd_hold_is_audited_in_dollars(tmp_path, write_policy) -> N
         await dead.reserve(policy.usd_caps_for(policy.keys[0]), 123_456)
         clock[0] += 60
         live = open_ledger("memory://reclaim-usd", clock=lambda: clock[0], lease_seconds=10)
-        await live.open()  # reclaims the dead owner's hold
+        reclaimed = await live.open()  # reclaims the dead owner's hold
         rt = Runtime()
         rt.audit.open(str(audit))
-        rt.audit_reclaimed(live)
+        rt.record_reclaimed(reclaimed)
         rt.audit.close()
         assert [s.spent for s in await live.snapshot([Cap("usd:key:alice", None)])] == [123_456]
 

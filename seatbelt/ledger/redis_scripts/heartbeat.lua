@@ -1,6 +1,8 @@
 -- heartbeat: renew this owner's lease, then reclaim (charge whole, as orphaned) every
 -- live hold whose owner's lease lapsed or is unknown, or that passed the hard maximum
 -- age; forget orphans after `keep` seconds and lapsed owners without holds.
+-- Returns {count, store epoch, one row per reclaimed hold: {id, owner, amount, created,
+-- subject...}} so the proxy audits and counts exactly the holds this beat charged.
 -- KEYS: owners, busy, holds, orphans, epoch, digests, schema
 -- ARGV: prefix, now, owner, lease, max_hold, keep, epoch proposal, digest, schema version
 local now = clock(ARGV[2])
@@ -22,10 +24,10 @@ end
 redis.call('ZADD', KEYS[1], fmt(now), owner)
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[6], owner, ARGV[8]) end
 
-local reclaimed = 0
+local reclaimed, rows = 0, {}
 local function orphan(hold_id)
   local key = P .. 'hold:' .. hold_id
-  local h = redis.call('HMGET', key, 'owner', 'amount', 'charges', 'orphaned')
+  local h = redis.call('HMGET', key, 'owner', 'amount', 'charges', 'orphaned', 'created')
   if not h[1] or h[4] then  -- defensive: never charge a hold twice
     redis.call('ZREM', KEYS[3], hold_id)
     return
@@ -36,6 +38,9 @@ local function orphan(hold_id)
   redis.call('HSET', key, 'orphaned', fmt(now))
   redis.call('ZADD', KEYS[4], fmt(now), hold_id)
   reclaimed = reclaimed + 1
+  local row = {hold_id, h[1], h[2], h[5] or '0'}
+  for _, c in ipairs(charges) do row[#row + 1] = c[1] end
+  rows[#rows + 1] = row
 end
 
 for _, o in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -59,4 +64,4 @@ for _, o in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. fmt(now -
     redis.call('HDEL', KEYS[6], o)
   end
 end
-return {reclaimed, store_epoch}
+return {reclaimed, store_epoch, unpack(rows)}
