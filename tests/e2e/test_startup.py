@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -18,11 +19,13 @@ GOOD = policy_text([Key("k", cap=10)])
 BROKEN = GOOD + "  - id: k\n    account: team\n    credential_sha256: " + "ab" * 32 + "\n"
 
 
-def run_to_exit(proxy: Proxy) -> tuple[int | None, str]:
+def run_to_exit(proxy: Proxy, command: list[str] | None = None,
+                env: dict[str, str] | None = None) -> tuple[int | None, str]:
     """Start mitmdump and wait for it to give up (it must not keep proxying)."""
     try:
-        out = subprocess.run(proxy.command(), cwd=proxy.workdir, stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=45)
+        out = subprocess.run(command or proxy.command(), cwd=proxy.workdir,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=45, env=env)
     except subprocess.TimeoutExpired as e:
         text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         return None, text
@@ -35,6 +38,8 @@ CASES = {
     "bad-ledger-url": ({"seatbelt_ledger": "postgres://127.0.0.1/x"}, GOOD, "seatbelt_ledger"),
     "non-boolean": ({"seatbelt_inject_usage": "maybe"}, GOOD, "seatbelt_inject_usage"),
     "unknown-option": ({"seatbelt_ledgr": "memory://"}, GOOD, "seatbelt_ledgr"),
+    "bad-metrics-address": ({"seatbelt_metrics": "nohost"}, GOOD, "seatbelt_metrics"),
+    "bad-boolean-hashes-only": ({"seatbelt_hashes_only": "2"}, GOOD, "seatbelt_hashes_only"),
 }
 
 
@@ -73,3 +78,60 @@ def test_good_configuration_starts(proxy_factory: Any) -> None:
     log = proxy.log()
     assert code == 0, log
     assert "Traceback" not in log, log
+
+
+def without_option(command: list[str], name: str) -> list[str]:
+    """The command minus its `--set NAME=...` pair."""
+    out: list[str] = []
+    for arg in command:
+        if out and out[-1] == "--set" and arg.startswith(f"{name}="):
+            out.pop()
+            continue
+        out.append(arg)
+    return out
+
+
+def assert_one_line_exit(code: int | None, output: str, named: str) -> None:
+    assert code is not None, f"mitmdump kept running (unmetered):\n{output}"
+    assert code != 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if named in line]
+    assert len(lines) == 1, f"expected one line naming {named}:\n{output}"
+
+
+# Each of these made mitmproxy drop the script without a word and proxy unmetered: the
+# conversion of a deferred option raised inside the script loader's task.
+SPELLINGS = {
+    "given-twice": (["--set", "seatbelt_metrics=127.0.0.1:1"], None, "set 2 times"),
+    "policy-without-value": (["--set", "seatbelt_policy"], "seatbelt_policy", "no value"),
+    "audit-without-value": (["--set", "seatbelt_audit"], "seatbelt_audit", "no value"),
+}
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_option_spellings_mitmproxy_cannot_convert_stop_start_up(
+    tmp_path: Path, standin: StandIn, spelling: str
+) -> None:
+    extra, dropped, says = SPELLINGS[spelling]
+    proxy = Proxy(tmp_path, GOOD, upstream=standin.url)
+    command = proxy.command()
+    if dropped is not None:
+        command = without_option(command, dropped)
+    code, output = run_to_exit(proxy, command + extra)
+    named = extra[1].split("=")[0]
+    assert_one_line_exit(code, output, named)
+    assert says in output, output
+
+
+def test_missing_dependency_stops_start_up_in_one_line(tmp_path: Path, standin: StandIn) -> None:
+    """PyYAML missing from mitmproxy's Python (shadowed by a module that fails to import):
+    one line naming it and the fix, no traceback, non-zero exit."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "yaml.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')\n")
+    proxy = Proxy(tmp_path / "proxy", GOOD, upstream=standin.url)
+    env = {**os.environ, "PYTHONPATH": str(shadow)}
+    code, output = run_to_exit(proxy, env=env)
+    assert_one_line_exit(code, output, "No module named 'yaml'")
+    assert "seatbelt: cannot start" in output and "fix:" in output, output
