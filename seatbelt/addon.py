@@ -105,13 +105,15 @@ class Seatbelt:
         closed. Live change: refuse it, keeping the running configuration."""
         if self.running_ and self.rt.policy is not None:
             raise exceptions.OptionsError(message)
+        if message == self.rt.config_error:
+            return  # said already: a built-in addon is configured again at start
         self.rt.config_error = message
         logger.error(message)
 
     def running(self) -> None:
         self.running_ = True
         unknown = unknown_options(ctx.options.deferred)
-        if unknown:
+        if unknown and self.rt.config_error is None:  # not said twice
             self._fail(str(unknown_option_error(unknown)))
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:

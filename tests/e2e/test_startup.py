@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import site
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Key, Proxy, policy_text
+from tests.e2e.conftest import REPO, Key, Proxy, mitmdump_binary, policy_text
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.e2e
@@ -135,3 +138,120 @@ def test_missing_dependency_stops_start_up_in_one_line(tmp_path: Path, standin: 
     code, output = run_to_exit(proxy, env=env)
     assert_one_line_exit(code, output, "No module named 'yaml'")
     assert "seatbelt: cannot start" in output and "fix:" in output, output
+
+
+# --------------------------------------------------------------------------- the `seatbelt` command
+
+
+class CommandProxy(Proxy):
+    """The same proxy started as `EXE... run ARGS` (seatbelt built in) instead of `mitmdump -s`."""
+
+    def __init__(self, *args: Any, exe: list[str], drop: tuple[str, ...] = (), **kw: Any) -> None:
+        self.exe = exe
+        self.drop = drop
+        super().__init__(*args, **kw)
+
+    def command(self) -> list[str]:
+        command = super().command()
+        assert command[1] == "-s"
+        for name in self.drop:
+            command = without_option(command, name)
+        return [*self.exe, "run", *command[3:]]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pip install --no-deps .` into a fresh venv that borrows this one's dependencies:
+    the wheel pip builds (console script, package data), not the checkout."""
+    base = tmp_path_factory.mktemp("installed")
+    source = base / "source"  # a copy: building in the checkout would leave build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "seatbelt", source / "seatbelt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    lib = next((venv / "lib").glob("python*/site-packages"))
+    (lib / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+         "--no-deps", "--disable-pip-version-check", "-q", str(source)],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return venv
+
+
+def post_unknown_key(proxy: Proxy) -> int:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        proxy.url + "/v1/chat/completions", method="POST",
+        data=b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}',
+        headers={"content-type": "application/json", "authorization": "Bearer sk-unknown"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_installed_seatbelt_help_check_and_run_with_the_packaged_policy(
+    tmp_path: Path, standin: StandIn, installed: Path
+) -> None:
+    exe = str(installed / "bin" / "seatbelt")
+    help_text = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert help_text.startswith("usage: seatbelt COMMAND")
+    packaged = next(installed.glob("lib/python*/site-packages/seatbelt/policies/default.yaml"))
+    assert str(packaged) in help_text
+    assert list(packaged.parent.glob("examples/*.yaml")), "examples are package data too"
+    check = subprocess.run([exe, "check", str(packaged)], capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.startswith("OK "), check.stderr
+    # Run from a directory without policies/: the packaged default policy is found.
+    proxy = CommandProxy(tmp_path, GOOD, upstream=standin.url, exe=[exe],
+                         drop=("seatbelt_policy",)).start()
+    try:
+        assert post_unknown_key(proxy) == 401  # metered: an unknown key never reaches upstream
+    finally:
+        assert proxy.stop() == 0
+    assert f"policy {packaged}" in proxy.log(), proxy.log()
+
+
+# The Python of the mitmdump under test (the compat pass runs mitmproxy 11 this way too).
+SEATBELT = [str(Path(mitmdump_binary()).with_name("python")), "-m", "seatbelt.cli.main"]
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_seatbelt_run_refuses_the_same_spellings_before_it_listens(
+    tmp_path: Path, standin: StandIn, spelling: str
+) -> None:
+    """Built in, mitmproxy itself checks the typed option before start: one line, exit 1."""
+    extra, dropped, _ = SPELLINGS[spelling]
+    proxy = CommandProxy(tmp_path, GOOD, upstream=standin.url, exe=SEATBELT,
+                         drop=(dropped,) if dropped else ())
+    code, output = run_to_exit(proxy, proxy.command() + extra)
+    assert_one_line_exit(code, output, extra[1].split("=")[0])
+    assert "listening" not in output, output
+
+
+@pytest.mark.parametrize("case", ["non-boolean", "unknown-option", "bad-ledger-url"])
+def test_seatbelt_run_stops_on_bad_values_in_one_line(
+    tmp_path: Path, standin: StandIn, case: str
+) -> None:
+    options, policy, named = CASES[case]
+    proxy = CommandProxy(tmp_path, policy, upstream=standin.url, options=options, exe=SEATBELT)
+    code, output = run_to_exit(proxy)
+    assert_one_line_exit(code, output, named)
+
+
+def test_run_sh_help_is_seatbelts_and_an_unknown_command_is_an_error() -> None:
+    run_sh = str(REPO / "run.sh")
+    shown = subprocess.run([run_sh, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: seatbelt COMMAND"), shown
+    assert "test [pytest args]" in shown.stdout
+    wrong = subprocess.run([run_sh, "foo"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and wrong.stdout == "", wrong
+    assert wrong.stderr.strip().splitlines() == [
+        "run.sh: unknown command 'foo'; fix: one of run, web, report, admin, hash, check, "
+        "demo, test, bench, lint (./run.sh --help)"]
