@@ -82,3 +82,11 @@ def test_options_module_imports_only_the_standard_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_option_is_documented_with_its_default(repo_root):
+    docs = (repo_root / "docs" / "options.md").read_text(encoding="utf-8")
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    for name, (default, _) in OPTIONS.items():
+        assert f"| `{name}` | `{default}` |" in docs, name
+        assert f"| `{name}` | `{default}` |" in readme, name
