@@ -126,20 +126,6 @@ def test_option_spellings_mitmproxy_cannot_convert_stop_start_up(
     assert says in output, output
 
 
-def test_missing_dependency_stops_start_up_in_one_line(tmp_path: Path, standin: StandIn) -> None:
-    """PyYAML missing from mitmproxy's Python (shadowed by a module that fails to import):
-    one line naming it and the fix, no traceback, non-zero exit."""
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
-    (shadow / "yaml.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')\n")
-    proxy = Proxy(tmp_path / "proxy", GOOD, upstream=standin.url)
-    env = {**os.environ, "PYTHONPATH": str(shadow)}
-    code, output = run_to_exit(proxy, env=env)
-    assert_one_line_exit(code, output, "No module named 'yaml'")
-    assert "seatbelt: cannot start" in output and "fix:" in output, output
-
-
 # --------------------------------------------------------------------------- the `seatbelt` command
 
 
@@ -255,3 +241,23 @@ def test_run_sh_help_is_seatbelts_and_an_unknown_command_is_an_error() -> None:
     assert wrong.stderr.strip().splitlines() == [
         "run.sh: unknown command 'foo'; fix: one of run, web, report, admin, hash, check, "
         "demo, test, bench, lint (./run.sh --help)"]
+
+
+@pytest.mark.parametrize("how", ["mitmdump -s", "seatbelt run"])
+def test_missing_dependency_stops_start_up_in_one_line(
+    tmp_path: Path, standin: StandIn, how: str
+) -> None:
+    """PyYAML missing from mitmproxy's Python (shadowed by a module that fails to import):
+    one line naming it and the fix, no traceback, non-zero exit."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "yaml.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')\n")
+    if how == "mitmdump -s":
+        proxy = Proxy(tmp_path / "proxy", GOOD, upstream=standin.url)
+    else:
+        proxy = CommandProxy(tmp_path / "proxy", GOOD, upstream=standin.url, exe=SEATBELT)
+    env = {**os.environ, "PYTHONPATH": str(shadow)}
+    code, output = run_to_exit(proxy, env=env)
+    assert_one_line_exit(code, output, "No module named 'yaml'")
+    assert "seatbelt: cannot start" in output and "fix:" in output, output
