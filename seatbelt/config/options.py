@@ -134,13 +134,24 @@ def take_given_values(deferred: MutableMapping[str, Any],
     without a word and the proxy runs unmetered. Taken out here, the conversion cannot
     fail, and the error is reported like every other bad option. `given(value)` is the
     list of command-line strings of a deferred value, or None for an already typed one
-    (a config file)."""
+    (config.yaml), which becomes the text every option is declared as."""
     errors = []
     for name in OPTIONS:
         if name not in deferred:
             continue
-        values = given(deferred[name])
-        if values is None or len(values) == 1:
+        value = deferred[name]
+        values = given(value)
+        if values is None:  # typed, from config.yaml: `seatbelt_redact: false` is a bool
+            if isinstance(value, bool):
+                deferred[name] = "true" if value else "false"
+            elif isinstance(value, int | float):
+                deferred[name] = str(value)
+            elif not isinstance(value, str):
+                del deferred[name]
+                errors.append(f"{name}: {value!r} is not a single value; fix: give it "
+                              f"as text, e.g. {name}: {OPTIONS[name][0]!r}")
+            continue
+        if len(values) == 1:
             continue
         del deferred[name]
         if values:

@@ -71,6 +71,21 @@ def test_values_mitmproxy_cannot_convert_are_taken_out_with_one_line_each():
                         "other": ["1", "2"]}
 
 
+def test_typed_values_from_config_yaml_become_text():
+    """mitmproxy would refuse a YAML bool for a str option (with a traceback)."""
+    deferred = {"seatbelt_redact": False, "seatbelt_inject_usage": True,
+                "seatbelt_metrics": 9464, "seatbelt_audit": None, "seatbelt_ledger": ["a"]}
+    errors = take_given_values(deferred, lambda v: None)
+    assert deferred == {"seatbelt_redact": "false", "seatbelt_inject_usage": "true",
+                        "seatbelt_metrics": "9464"}
+    assert errors == [
+        "seatbelt_ledger: ['a'] is not a single value; fix: give it as text, e.g. "
+        "seatbelt_ledger: 'sqlite:///state/ledger.db'",
+        "seatbelt_audit: None is not a single value; fix: give it as text, e.g. "
+        "seatbelt_audit: 'state/audit.jsonl'",
+    ]
+
+
 def test_options_module_imports_only_the_standard_library():
     """seatbelt/closed.py relies on it when seatbelt's dependencies are missing."""
     import subprocess

@@ -261,3 +261,18 @@ def test_missing_dependency_stops_start_up_in_one_line(
     code, output = run_to_exit(proxy, env=env)
     assert_one_line_exit(code, output, "No module named 'yaml'")
     assert "seatbelt: cannot start" in output and "fix:" in output, output
+
+
+def test_seatbelt_options_in_mitmproxys_config_yaml_load(tmp_path: Path, standin: StandIn) -> None:
+    """`seatbelt_redact: false` in config.yaml is a YAML bool; mitmproxy would refuse it for
+    a str option with a traceback. It is taken as the text "false"."""
+    proxy = Proxy(tmp_path, GOOD, upstream=standin.url)
+    proxy.confdir.mkdir()
+    (proxy.confdir / "config.yaml").write_text("seatbelt_redact: false\n")
+    proxy.start()
+    try:
+        assert post_unknown_key(proxy) == 401
+    finally:
+        code = proxy.stop()
+    log = proxy.log()
+    assert code == 0 and "Traceback" not in log and "Error" not in log, log
