@@ -93,7 +93,10 @@ def run(args: Sequence[str]) -> int:
 
     _prepare()
     argv = [*policy_defaults(args, Path.cwd()), *args]
-    tools.run(with_seatbelt(dump.DumpMaster), cmdline.mitmdump, argv, extra)
+    try:
+        tools.run(with_seatbelt(dump.DumpMaster), cmdline.mitmdump, argv, extra)
+    except TypeError as e:
+        return _config_yaml_error(e)
     return 0
 
 
@@ -105,8 +108,19 @@ def web(args: Sequence[str]) -> int:
     _prepare()
     columns = [a for c in WEB_COLUMNS for a in ("--set", f"web_columns={c}")]
     argv = [*policy_defaults(args, Path.cwd()), *columns, *args]
-    tools.run(with_seatbelt(WebMaster), cmdline.mitmweb, argv)
+    try:
+        tools.run(with_seatbelt(WebMaster), cmdline.mitmweb, argv)
+    except TypeError as e:
+        return _config_yaml_error(e)
     return 0
+
+
+def _config_yaml_error(error: TypeError) -> int:
+    """mitmproxy type-checks config.yaml's values outside its own one-line error handling:
+    a YAML `false` for a seatbelt option (declared as text) ends there."""
+    print(f"seatbelt: {error} (in mitmproxy's config.yaml); fix: quote the value there, "
+          "e.g. seatbelt_redact: \"false\"", file=sys.stderr)
+    return 1
 
 
 def _prepare() -> None:

@@ -276,3 +276,16 @@ def test_seatbelt_options_in_mitmproxys_config_yaml_load(tmp_path: Path, standin
         code = proxy.stop()
     log = proxy.log()
     assert code == 0 and "Traceback" not in log and "Error" not in log, log
+
+
+def test_seatbelt_run_with_a_yaml_bool_in_config_yaml_is_one_line(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """Built in, the option is typed before config.yaml is read; mitmproxy's type check then
+    raises outside its one-line handling: one line, exit 1, never a traceback or exit 0."""
+    proxy = CommandProxy(tmp_path, GOOD, upstream=standin.url, exe=SEATBELT)
+    proxy.confdir.mkdir()
+    (proxy.confdir / "config.yaml").write_text("seatbelt_redact: false\n")
+    code, output = run_to_exit(proxy)
+    assert_one_line_exit(code, output, "seatbelt_redact")
+    assert "config.yaml" in output and "listening" not in output, output
