@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
-# seatbelt's one entry point (contract section 1). Creates .venv/ on first use and reuses it.
+# seatbelt from a checkout: creates .venv/ on first use and reuses it. Every command but
+# test, bench and lint is the `seatbelt` command (seatbelt/cli/main.py), run from .venv/.
 #
-#   ./run.sh [mitmdump args]      proxy with the addon (policies/default.yaml, state/ ledger)
+#   ./run.sh [mitmdump args]      proxy with seatbelt built in (= seatbelt run)
 #   ./run.sh web [mitmweb args]   the same under mitmweb
+#   ./run.sh report|admin|hash|check|demo ...   see ./run.sh --help
 #   ./run.sh test [pytest args]   whole suite; e2e tests again against the other mitmproxy major
-#   ./run.sh report [--json ...]  spend report
-#   ./run.sh demo                 stand-in LLM API + proxy + real SDK traffic, offline
 #   ./run.sh bench [args]         benchmarks
-#   ./run.sh hash                 fingerprint of a credential read from stdin (never echoed)
-#   ./run.sh check POLICY         validate a policy file: OK or one line saying what to fix
-#   ./run.sh admin ACTION ...     audited operator actions: reset, topup, holds, release
 #   ./run.sh lint                 ruff
-#   ./run.sh help                 this text
 #
 # SEATBELT_PYTHON=/path/to/python forces the interpreter of .venv/ (when it is first created).
 # SEATBELT_NO_COMPAT=1 skips the second (other mitmproxy) e2e pass of `./run.sh test`.
@@ -84,9 +80,13 @@ make_env() {
         log "pyproject.toml changed: reinstalling into ${dir#"$root"/}"
     fi
     rm -f "$dir/.seatbelt-stamp"
-    # pip -q still shows errors; drop only this machine's "local index location missing" noise.
-    if ! "$dir/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
-        | { grep -v "^WARNING: Location 'file:" || true; } >&2; then
+    # pip's progress is shown (the first build takes a while) minus what repeats on every
+    # reinstall and this machine's "local index location missing" noise.
+    local pip_noise="^WARNING: Location 'file:|^Requirement already satisfied|^Looking in"
+    pip_noise+="|^  (Stored in|Created wheel)"
+    log "installing seatbelt and its dependencies (pip)"
+    if ! "$dir/bin/python" -m pip install --progress-bar off --disable-pip-version-check "$@" 2>&1 \
+        | { grep -v -E "$pip_noise" || true; } >&2; then
         die "pip install into $dir failed (see above); fix it and run again"
     fi
     printf '%s\n' "$stamp" >"$dir/.seatbelt-stamp"
@@ -158,69 +158,43 @@ run_tests() {
     [ "$rc" -eq 0 ] && [ "$rc2" -eq 0 ]
 }
 
+seatbelt() { exec "$venv/bin/python" -m seatbelt.cli.main "$@"; }
+
 cmd=${1:-}
 case "$cmd" in
     test)
         shift
         run_tests "$@"
         ;;
-    web)
-        shift
-        ensure_main
-        mkdir -p state
-        # Show the Comment column, where seatbelt writes who spent what on every flow.
-        columns=()
-        for c in icon method status time comment path; do columns+=(--set "web_columns=$c"); done
-        exec "$venv/bin/mitmweb" -s seatbelt/addon.py "${columns[@]}" "$@"
-        ;;
-    report)
-        shift
-        ensure_main
-        exec "$venv/bin/python" -m seatbelt.cli.report "$@"
-        ;;
-    admin)
-        shift
-        ensure_main
-        exec "$venv/bin/python" -m seatbelt.cli.admin "$@"
-        ;;
-    demo)
-        shift
-        ensure_main
-        exec "$venv/bin/python" -m tests.standin.demo "$@"
-        ;;
     bench)
         shift
         ensure_main
         exec "$venv/bin/python" -m bench "$@"
-        ;;
-    hash)
-        ensure_main
-        if [ -t 0 ]; then
-            IFS= read -rs -p "credential (not echoed): " credential
-            printf '\n' >&2
-            printf '%s' "$credential" | "$venv/bin/python" -m seatbelt.config.policy hash
-        else
-            exec "$venv/bin/python" -m seatbelt.config.policy hash
-        fi
-        ;;
-    check)
-        [ $# -eq 2 ] || die "usage: ./run.sh check POLICY"
-        policy=$2
-        case "$policy" in /*) ;; *) policy=$caller_pwd/$policy ;; esac
-        ensure_main
-        exec "$venv/bin/python" -m seatbelt.config.policy check "$policy"
         ;;
     lint)
         shift
         ensure_main
         exec "$venv/bin/ruff" check "${@:-.}"
         ;;
-    help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    help|-h|--help)
+        ensure_main
+        "$venv/bin/python" -m seatbelt.cli.main --help
+        printf '\n./run.sh only (from a checkout):\n'
+        printf '  test [pytest args]      whole suite, e2e tests also under the other mitmproxy major\n'
+        printf '  bench [args]            benchmarks\n  lint                    ruff\n'
+        ;;
+    check)
+        [ $# -eq 2 ] || die "usage: ./run.sh check POLICY"
+        policy=$2
+        case "$policy" in /*) ;; *) policy=$caller_pwd/$policy ;; esac
+        ensure_main
+        seatbelt check "$policy"
+        ;;
+    ""|-*|run|web|report|admin|hash|demo)
+        ensure_main
+        seatbelt "$@"
         ;;
     *)
-        ensure_main
-        mkdir -p state
-        exec "$venv/bin/mitmdump" -s seatbelt/addon.py "$@"
+        die "unknown command '$cmd'; fix: one of run, web, report, admin, hash, check, demo, test, bench, lint (./run.sh --help)"
         ;;
 esac

@@ -25,26 +25,34 @@ if _ROOT not in sys.path:
 
 from mitmproxy import ctx, exceptions, http  # noqa: E402
 
-from seatbelt.admission import budgetheaders, gate  # noqa: E402
-from seatbelt.config import livepolicy  # noqa: E402
+from seatbelt.closed import Closed, given_strings, import_failure  # noqa: E402
 from seatbelt.config.options import (  # noqa: E402
     OPTIONS,
     Settings,
     SettingsError,
     read_settings,
+    take_given_values,
     unknown_option_error,
     unknown_options,
 )
-from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
-from seatbelt.ledger import redact  # noqa: E402
-from seatbelt.metering.scanner import Scanner, read_whole  # noqa: E402
-from seatbelt.records.metrics import Metrics, get_metrics, get_server, parse_address  # noqa: E402
-from seatbelt.records.redact import redact_flow  # noqa: E402
-from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
-from seatbelt.settlement import finish as settlement  # noqa: E402
-from seatbelt.settlement import hints  # noqa: E402
-from seatbelt.ui.commands import SeatbeltCommands  # noqa: E402
-from seatbelt.ui.contentview import LLMView  # noqa: E402
+
+try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
+    from seatbelt.admission import budgetheaders, gate  # noqa: E402
+    from seatbelt.config import livepolicy  # noqa: E402
+    from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
+    from seatbelt.ledger import redact  # noqa: E402
+    from seatbelt.metering.scanner import Scanner, read_whole  # noqa: E402
+    from seatbelt.records.metrics import Metrics, get_metrics, get_server, parse_address  # noqa: E402
+    from seatbelt.records.redact import redact_flow  # noqa: E402
+    from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
+    from seatbelt.settlement import finish as settlement  # noqa: E402
+    from seatbelt.settlement import hints  # noqa: E402
+    from seatbelt.ui.commands import SeatbeltCommands  # noqa: E402
+    from seatbelt.ui.contentview import LLMView  # noqa: E402
+except ImportError as e:
+    IMPORT_ERROR: ImportError | None = e
+else:
+    IMPORT_ERROR = None
 
 logger = logging.getLogger("seatbelt")
 
@@ -52,16 +60,23 @@ logger = logging.getLogger("seatbelt")
 class Seatbelt:
     def __init__(self, runtime: Runtime | None = None, metrics: Metrics | None = None) -> None:
         self.running_ = False
+        self.option_errors: list[str] = []
         # The module-wide runtime by default: it outlives a script reload (seatbelt/runtime.py).
         self.rt = runtime if runtime is not None else RUNTIME
         self.gate = gate.Gate(self.rt, metrics if metrics is not None else get_metrics())
 
     def load(self, loader) -> None:
+        # Before mitmproxy converts them: a value given twice or not at all would make the
+        # conversion drop this script silently (seatbelt/config/options.py).
+        self.option_errors = take_given_values(loader.master.options.deferred, given_strings)
         for name, (default, help_text) in OPTIONS.items():
             loader.add_option(name, str, default, help_text)
 
     def configure(self, updated: set[str]) -> None:
         if not any(name in OPTIONS for name in updated) and self.rt.policy is not None:
+            return
+        if self.option_errors:
+            self._fail(self.option_errors[0])
             return
         try:
             settings, policy, seen = _prepare(self.rt)
@@ -90,13 +105,15 @@ class Seatbelt:
         closed. Live change: refuse it, keeping the running configuration."""
         if self.running_ and self.rt.policy is not None:
             raise exceptions.OptionsError(message)
+        if message == self.rt.config_error:
+            return  # said already: a built-in addon is configured again at start
         self.rt.config_error = message
         logger.error(message)
 
     def running(self) -> None:
         self.running_ = True
         unknown = unknown_options(ctx.options.deferred)
-        if unknown:
+        if unknown and self.rt.config_error is None:  # not said twice
             self._fail(str(unknown_option_error(unknown)))
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -217,5 +234,8 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-# The commands look RUNTIME up at each call (tests swap it).
-addons = [Seatbelt(), LLMView(), SeatbeltCommands(lambda: RUNTIME)]
+if IMPORT_ERROR is None:
+    # The commands look RUNTIME up at each call (tests swap it).
+    addons = [Seatbelt(), LLMView(), SeatbeltCommands(lambda: RUNTIME)]
+else:
+    addons = [Closed(import_failure(IMPORT_ERROR))]

@@ -34,8 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from seatbelt.cli.report import missing_ledger
 from seatbelt.config.policy import Policy, PolicyError, load_policy
-from seatbelt.ledger import LedgerURLError, open_ledger, parse_ledger_url, redact
+from seatbelt.ledger import LedgerURLError, open_ledger, redact
 from seatbelt.ledger.base import Cap, HoldInfo, Ledger
 from seatbelt.records.audit import AuditLog, audit_record
 from seatbelt.usd.pricing import PriceError, format_usd, parse_usd_argument, to_usd
@@ -142,14 +143,20 @@ async def topup(ledger: Ledger, target: Target, amount: int, *, usd: bool = Fals
             raise OperatorError(f"{target.label} has no USD budget (cap_usd) to top up")
         after = await ledger.adjust(target.usd, -amount)
         return Result("operator_topup", target.account, _key(target), target.label,
-                      f"seatbelt: topped up {target.label} by {format_usd(amount)}; spent "
-                      f"now {format_usd(after)}{_room(target.usd, after, usd=True)}",
+                      f"seatbelt: topped up {target.label} by {format_usd(amount)}; "
+                      f"{_spent_now(after, usd=True)}{_room(target.usd, after, usd=True)}",
                       adjust_usd=-amount, spent_usd_after=after)
     after = await ledger.adjust(target.tokens, -amount)
     return Result("operator_topup", target.account, _key(target), target.label,
-                  f"seatbelt: topped up {target.label} by {amount} tokens; spent now "
-                  f"{after}{_room(target.tokens, after)}", adjust_tokens=-amount,
+                  f"seatbelt: topped up {target.label} by {amount} tokens; "
+                  f"{_spent_now(after)}{_room(target.tokens, after)}", adjust_tokens=-amount,
                   spent_after=after)
+
+
+def _spent_now(spent: int, *, usd: bool = False) -> str:
+    """Spend beyond a top-up is credit: "credit now 500", never "spent now -500"."""
+    amount = format_usd(abs(spent)) if usd else str(abs(spent))
+    return f"credit now {amount}" if spent < 0 else f"spent now {amount}"
 
 
 def _room(cap: Cap, spent: int, *, usd: bool = False) -> str:
@@ -212,14 +219,21 @@ def hold_rows(holds: Sequence[HoldInfo], now: float | None = None) -> list[dict[
     return rows
 
 
+HOLD_COLUMNS = ("hold_id", "amount", "key", "account", "age", "owner")
+
+
 def hold_lines(holds: Sequence[HoldInfo], now: float | None = None) -> list[str]:
-    lines = []
-    for r in hold_rows(holds, now):
-        amount = format_usd(round(r["amount"] * 1_000_000)) if r["unit"] == "usd" \
-            else f"{r['amount']} tokens"
-        lines.append(f"{r['hold_id']}: {amount} key={r['key']} account={r['account']} "
-                     f"age={r['age_s']}s owner={r['owner']}")
-    return lines or ["seatbelt: no live holds"]
+    """A header, then one aligned line per hold (the command bar's seatbelt.holds too)."""
+    rows = [[r["hold_id"],
+             format_usd(round(r["amount"] * 1_000_000)) if r["unit"] == "usd"
+             else f"{r['amount']} tokens",
+             str(r["key"]), str(r["account"]), f"{r['age_s']}s", r["owner"]]
+            for r in hold_rows(holds, now)]
+    if not rows:
+        return ["seatbelt: no live holds"]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(HOLD_COLUMNS)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+            for row in [list(HOLD_COLUMNS), *rows]]
 
 
 def operator_name() -> str | None:
@@ -303,15 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        parsed = parse_ledger_url(args.ledger)
+        missing = missing_ledger(args.ledger)
     except LedgerURLError as e:
         return _fail(f"--ledger: {e}")
-    if parsed.kind == "memory":
-        return _fail("--ledger: a memory:// ledger lives inside one proxy process; use the "
-                     "mitmproxy commands (seatbelt.reset, ...) there")
-    if parsed.kind == "sqlite" and parsed.path is not None and not parsed.path.exists():
-        return _fail(f"--ledger: no ledger file {parsed.path} (point --ledger at the proxy's "
-                     "seatbelt_ledger)")
+    if missing is not None:
+        return _fail(f"--ledger: {missing}")
     shown = redact(args.ledger)
     try:
         if args.action == "holds":

@@ -2,7 +2,8 @@
 [--json]`.
 
 It opens the ledger read-only, so it can run beside a live proxy without touching its holds
-and never runs recovery. Every failure is one line on stderr and exit status 2.
+and never runs recovery. Every failure is one line on stderr and exit status 1 (a usage
+error: 2); a ledger that does not exist is such a failure, not a table of zeros.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from seatbelt.config.policy import Key, Policy, PolicyError, load_policy
-from seatbelt.ledger import LedgerURLError, open_ledger, redact
+from seatbelt.ledger import LedgerURLError, open_ledger, parse_ledger_url, redact
 from seatbelt.ledger.base import Cap, CapState, Window
 from seatbelt.usd.pricing import format_usd, to_usd
 
@@ -81,6 +82,7 @@ def report_rows(policy: Policy, states: Iterable[CapState]) -> list[dict[str, An
         row["account_window"] = a.window.label() if a is not None else None
         row["account_reserved"] = a.reserved if a is not None else None
         row.update(_usd_columns(policy.usd_caps_for(key), state))
+        row["credit"] = max(0, -s.spent)  # a top-up beyond the spend: room, not negative use
         rows.append(row)
     return rows
 
@@ -109,7 +111,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         cols += ["account_cap", "account_remaining"]
     if any(r.get("spent_usd") is not None for r in rows):
         cols += ["cap_usd", "spent_usd", "remaining_usd"]
-    text = [[_cell(r.get(c), usd=c.endswith("_usd")) for c in cols] for r in rows]
+    text = [[_cell(r.get(c), usd=c.endswith("_usd"), spent=c.startswith("spent"))
+             for c in cols] for r in rows]
     widths = [max([len(c), *(len(t[i]) for t in text)]) for i, c in enumerate(cols)]
     numeric = [c not in ("account", "key", "window") for c in cols]
 
@@ -123,14 +126,29 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join([line(cols), *(line(t) for t in text)])
 
 
-def _cell(value: Any, *, usd: bool = False) -> str:
+def _cell(value: Any, *, usd: bool = False, spent: bool = False) -> str:
     if value is None:
         return "-"
+    if spent and value < 0:  # more topped up than spent: say credit, not "-500" spent
+        return f"{_cell(-value, usd=usd)} credit"
     return format_usd(round(value * 1_000_000)) if usd else str(value)
 
 
+def missing_ledger(url: str) -> str | None:
+    """Why `url` names no ledger a proxy wrote (a typo, or no proxy started yet), or None.
+    Reading one anyway would show every budget untouched."""
+    parsed = parse_ledger_url(url)
+    if parsed.kind == "memory":
+        return ("a memory:// ledger lives inside one proxy process; use the mitmproxy "
+                "commands (seatbelt.status, seatbelt.reset, ...) there")
+    if parsed.kind == "sqlite" and parsed.path is not None and not parsed.path.exists():
+        return (f"no ledger file {parsed.path}; fix: point --ledger at the proxy's "
+                "seatbelt_ledger (a proxy creates the file when it starts)")
+    return None
+
+
 async def _snapshot(url: str, caps: list[Cap]) -> list[CapState]:
-    """Read-only: no owner, no heartbeat, no recovery; a missing SQLite file reads as zeros."""
+    """Read-only: no owner, no heartbeat, no recovery."""
     ledger = open_ledger(url, readonly=True)  # validates the URL (LedgerURLError)
     await ledger.open()
     try:
@@ -154,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 (one line, never a traceback)
         return _fail(f"{args.policy}: {_one_line(e)}")
     try:
+        missing = missing_ledger(args.ledger)
+        if missing is not None:
+            return _fail(f"--ledger: {missing}")
         states = asyncio.run(_snapshot(args.ledger, report_caps(policy)))
     except LedgerURLError as e:
         return _fail(f"--ledger: {_one_line(e)}")
@@ -176,7 +197,7 @@ def _one_line(e: BaseException) -> str:
 
 def _fail(message: str) -> int:
     print(f"seatbelt report: {message}", file=sys.stderr)
-    return 2
+    return 1
 
 
 if __name__ == "__main__":

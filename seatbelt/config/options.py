@@ -4,14 +4,15 @@ Every option is declared as a *string* and parsed here: mitmproxy silently skips
 script whose bool/int option got a bad value on the command line and keeps proxying
 unmetered. As strings they always load, and a bad value becomes one clear start-up
 error instead (fail closed).
+
+Only the standard library at import time: seatbelt/closed.py (the entry used when
+seatbelt's dependencies are missing) declares the same options from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-from seatbelt.ledger import LedgerURLError, parse_ledger_url
+from typing import Any, Callable, Mapping, MutableMapping
 
 PREFIX = "seatbelt_"
 
@@ -82,6 +83,8 @@ def parse_bool(name: str, value: Any) -> bool:
 
 def read_settings(options: Any) -> Settings:
     """Parse every seatbelt option; raise SettingsError for the first bad one."""
+    from seatbelt.ledger import LedgerURLError, parse_ledger_url  # keep this module stdlib-only
+
     ledger_url = str(options.seatbelt_ledger).strip()
     try:
         parse_ledger_url(ledger_url)
@@ -118,3 +121,44 @@ def unknown_option_error(names: list[str]) -> SettingsError:
         f"{names[0]}: unknown seatbelt option; fix: use one of {known}"
         + (f" (also unknown: {', '.join(names[1:])})" if len(names) > 1 else "")
     )
+
+
+def take_given_values(deferred: MutableMapping[str, Any],
+                      given: Callable[[Any], list[str] | None]) -> list[str]:
+    """Check the seatbelt options waiting in mitmproxy's `options.deferred`; return one
+    error line per bad one and take those out.
+
+    Why: mitmproxy converts deferred `--set` values when the script registers its options,
+    and `--set seatbelt_x=A --set seatbelt_x=B` (two values) or `--set seatbelt_x` (none)
+    makes that conversion raise inside the script loader's task: the script is dropped
+    without a word and the proxy runs unmetered. Taken out here, the conversion cannot
+    fail, and the error is reported like every other bad option. `given(value)` is the
+    list of command-line strings of a deferred value, or None for an already typed one
+    (config.yaml), which becomes the text every option is declared as."""
+    errors = []
+    for name in OPTIONS:
+        if name not in deferred:
+            continue
+        value = deferred[name]
+        values = given(value)
+        if values is None:  # typed, from config.yaml: `seatbelt_redact: false` is a bool
+            if isinstance(value, bool):
+                deferred[name] = "true" if value else "false"
+            elif isinstance(value, int | float):
+                deferred[name] = str(value)
+            elif not isinstance(value, str):
+                del deferred[name]
+                errors.append(f"{name}: {value!r} is not a single value; fix: give it "
+                              f"as text, e.g. {name}: {OPTIONS[name][0]!r}")
+            continue
+        if len(values) == 1:
+            continue
+        del deferred[name]
+        if values:
+            shown = ", ".join(repr(v) for v in values)
+            errors.append(f"{name}: set {len(values)} times ({shown}); fix: give "
+                          f"--set {name}=VALUE once")
+        else:
+            errors.append(f"{name}: no value given; fix: --set {name}=VALUE "
+                          f"(default {OPTIONS[name][0]!r})")
+    return errors

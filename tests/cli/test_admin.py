@@ -117,14 +117,21 @@ def test_audit_line_has_the_contract_fields_then_the_operator(policy) -> None:
     assert ops.operator_name()  # the test runner's OS user
 
 
+def test_a_top_up_beyond_the_spend_reads_as_credit() -> None:
+    assert ops._spent_now(-500) == "credit now 500"
+    assert ops._spent_now(120) == "spent now 120"
+    assert ops._spent_now(-1_500_000, usd=True) == "credit now $1.50"
+
+
 def test_hold_lines_show_tokens_and_dollars() -> None:
     from seatbelt.ledger.base import HoldInfo
 
     holds = [HoldInfo("h1", "o" * 32, 70, ("key:alice", "account:team"), 100.0),
              HoldInfo("h2", "o" * 32, 1_250_000, ("usd:key:alice", "usd:account:team"), 100.0)]
     assert ops.hold_lines(holds, now=112.0) == [
-        "h1: 70 tokens key=alice account=team age=12.0s owner=oooooooooooo",
-        "h2: $1.25 key=alice account=team age=12.0s owner=oooooooooooo",
+        "hold_id  amount     key    account  age    owner",
+        "h1       70 tokens  alice  team     12.0s  oooooooooooo",
+        "h2       $1.25      alice  team     12.0s  oooooooooooo",
     ]
     assert ops.hold_lines([]) == ["seatbelt: no live holds"]
 
@@ -187,7 +194,8 @@ def test_commands_act_on_the_proxy_ledger_and_audit(runtime, tmp_path, write_pol
             await _settled(runtime)
             lines = execute("seatbelt.holds")
             assert lines[0].startswith("seatbelt: 1 live hold(s), read ")
-            assert lines[1].startswith(f"{live.hold_id}: 20 tokens key=alice account=team")
+            assert lines[1].split() == ["hold_id", "amount", "key", "account", "age", "owner"]
+            assert lines[2].split()[:5] == [live.hold_id, "20", "tokens", "alice", "team"]
             execute(f"seatbelt.release {live.hold_id}")
             await _settled(runtime)
             assert await runtime.ledger.holds() == []

@@ -67,6 +67,7 @@ def test_rows_negative_remaining_and_uncapped_null(policy):
         "spent": 150, "reserved": 5, "remaining": -55, "account_cap": 1000,
         "account_spent": 450, "account_remaining": 525, "account_window": "balance",
         "account_reserved": 25, **dict.fromkeys(USD_FIELDS),  # no USD cap: USD columns null
+        "credit": 0,
     }
     assert (one["cap"], one["spent"], one["reserved"], one["remaining"]) == (None, 300, 20, None)
     assert one["window"] == "balance" and one["account_remaining"] == 525
@@ -164,13 +165,26 @@ def test_cli_json_against_a_sqlite_ledger(tmp_path, write_policy, policy):
         "research", "agent-zero", "rolling:3600", "100", "130", "0", "-30"]
 
 
-def test_cli_missing_sqlite_file_is_zeros_and_creates_nothing(tmp_path, write_policy):
+@pytest.mark.parametrize("ledger", [None, "sqlite:///stat/ledger.db", "memory://"])
+def test_cli_a_ledger_no_proxy_wrote_is_one_line_exit_1_and_creates_nothing(
+        tmp_path, write_policy, ledger):
+    """Missing or mistyped: not a table of zeros that says every budget is untouched."""
     pol = write_policy(tmp_path, POLICY)
-    proc = run_report("--policy", str(pol), "--json", cwd=tmp_path)  # default ledger URL
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
-    assert all(r["spent"] == 0 and r["reserved"] == 0 for r in rows)
-    assert not (tmp_path / "state").exists()
+    args = ["--policy", str(pol), *(["--ledger", ledger] if ledger else [])]
+    proc = run_report(*args, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == "", proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seatbelt report: --ledger: "), lines
+    assert ("memory://" in lines[0]) if ledger == "memory://" else ("no ledger file" in lines[0])
+    assert not (tmp_path / "state").exists() and not (tmp_path / "stat").exists()
+
+
+def test_credit_after_a_top_up_reads_as_credit(policy):
+    rows = report_rows(policy, [state("key:agent-zero", -40, 0)])
+    assert rows[0]["spent"] == -40 and rows[0]["credit"] == 40
+    table = format_table(rows).splitlines()
+    assert table[1].split()[:6] == ["research", "agent-zero", "rolling:3600", "100", "40",
+                                    "credit"]
 
 
 @pytest.mark.parametrize(
@@ -182,11 +196,11 @@ def test_cli_missing_sqlite_file_is_zeros_and_creates_nothing(tmp_path, write_po
         (["--nonsense"], "--nonsense"),
     ],
 )
-def test_cli_errors_are_one_line_exit_2(tmp_path, write_policy, args, needle):
+def test_cli_errors_are_one_line_exit_1(tmp_path, write_policy, args, needle):
     pol = write_policy(tmp_path, POLICY)
     full = ["--policy", str(pol), *args] if "--policy" not in args else args
     proc = run_report(*full, cwd=tmp_path)
-    assert proc.returncode == 2
+    assert proc.returncode == (2 if args == ["--nonsense"] else 1)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
@@ -195,7 +209,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, write_policy, args, needle):
 
 def test_cli_bad_policy_names_file_and_line(tmp_path, write_policy, capsys):
     pol = write_policy(tmp_path, "version: 1\nkeys:\n  - id: a\n    cap: -5\n")
-    assert main(["--policy", str(pol), "--ledger", "memory://"]) == 2
+    assert main(["--policy", str(pol), "--ledger", "memory://"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{pol}:" in err
 
@@ -204,6 +218,6 @@ def test_cli_unreadable_ledger_file(tmp_path, write_policy, capsys):
     db = tmp_path / "ledger.db"
     db.write_bytes(b"this is not a database" * 100)
     pol = write_policy(tmp_path, POLICY)
-    assert main(["--policy", str(pol), "--ledger", f"sqlite:///{db}"]) == 2
+    assert main(["--policy", str(pol), "--ledger", f"sqlite:///{db}"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("seatbelt report: ledger sqlite:///")

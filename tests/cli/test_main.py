@@ -1,0 +1,57 @@
+"""seatbelt/cli/main.py: the `seatbelt` command's dispatch (its processes: tests/e2e/
+test_startup.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from seatbelt.cli import main as cli
+
+
+def test_help_is_seatbelts_and_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: seatbelt COMMAND")
+    for name in cli.COMMANDS:
+        assert f"\n  {name} " in out, name
+    assert str(cli.PACKAGED_POLICIES / "default.yaml") in out
+
+
+def test_an_unknown_command_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["foo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown command 'foo'" in err and "run" in err
+
+
+def test_options_alone_mean_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setitem(cli.COMMANDS, "run", lambda args: seen.append(list(args)) or 0)
+    assert cli.main(["--mode", "reverse:http://x"]) == 0
+    assert cli.main([]) == 0
+    assert seen == [["--mode", "reverse:http://x"], []]
+
+
+def test_the_packaged_default_policy_is_used_only_when_none_is_at_hand(tmp_path: Path) -> None:
+    packaged = ["--set", f"seatbelt_policy={cli.PACKAGED_POLICIES / 'default.yaml'}"]
+    assert (cli.PACKAGED_POLICIES / "default.yaml").is_file()
+    assert cli.policy_defaults([], tmp_path) == packaged
+    assert cli.policy_defaults(["--set", "seatbelt_policy=p.yaml"], tmp_path) == []
+    assert cli.policy_defaults(["--set", "seatbelt_policy"], tmp_path) == []  # mitmproxy says
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "default.yaml").write_text("version: 1\n")
+    assert cli.policy_defaults([], tmp_path) == []
+
+
+def test_check_and_hash_go_to_the_policy_tools(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli.main(["check", str(cli.PACKAGED_POLICIES / "default.yaml")]) == 0
+    assert capsys.readouterr().out.startswith("OK ")
+    assert cli.main(["check"]) == 2
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("password"))
+    assert cli.main(["hash"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8")
