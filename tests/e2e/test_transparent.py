@@ -199,7 +199,7 @@ APP = textwrap.dedent("""
     import json, sys, openai
     out = []
     for cred, text, limit in json.loads(sys.argv[1]):
-        client = openai.OpenAI(base_url="https://%s/v1", api_key=cred)
+        client = openai.OpenAI(base_url=f"https://{sys.argv[2]}/v1", api_key=cred)
         try:
             r = client.chat.completions.create(model="gpt-4o-mini", max_tokens=limit,
                 messages=[{"role": "user", "content": text}])
@@ -208,7 +208,7 @@ APP = textwrap.dedent("""
             out.append({"status": e.status_code, "body": e.response.json(),
                         "headers": dict(e.response.headers)})
     print(json.dumps(out))
-""" % HOST)
+""")
 
 
 def run_app(net: Netns, ca: Path, calls: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
@@ -216,7 +216,7 @@ def run_app(net: Netns, ca: Path, calls: list[tuple[str, str, int]]) -> list[dic
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(SSL_CERT_FILE=str(ca), PYTHONPATH=str(REPO))
     out = subprocess.run(["ip", "netns", "exec", net.app, sys.executable, "-c", APP,
-                          json.dumps(calls)], env=env, capture_output=True, text=True,
+                          json.dumps(calls), HOST], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
