@@ -171,6 +171,14 @@ case "$cmd" in
         # Show the Comment column, where seatbelt writes who spent what on every flow.
         columns=()
         for c in icon method status time comment path; do columns+=(--set "web_columns=$c"); done
+        # Reading a file (-r/--rfile) beside a running proxy: no proxy listener, no metrics,
+        # audit or shared ledger, a free web port; each only unless the user set it.
+        case " $* " in *" -r "*|*" --rfile"*)
+            for o in seatbelt_metrics= seatbelt_audit= seatbelt_ledger=memory:// server=false \
+                "web_port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"; do
+                case " $* " in *" ${o%%=*}="*|*" ${o%%=*} "*) ;; *) columns+=(--set "$o") ;; esac
+            done ;;
+        esac
         exec "$venv/bin/mitmweb" -s seatbelt/addon.py "${columns[@]}" "$@"
         ;;
     report)
