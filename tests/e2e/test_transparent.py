@@ -40,6 +40,8 @@ HOST = "api.seatbelt.test"
 API_IP, ROUTER_UP, ROUTER_DOWN, APP_IP = "198.51.100.10", "198.51.100.1", "192.0.2.1", "192.0.2.2"
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
+_SBIN = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"  # root's tools, whatever PATH says
+IP, NFT = shutil.which("ip", path=_SBIN), shutil.which("nft", path=_SBIN)
 
 METERED = Key("tp-metered", cap=100_000)
 CAPPED = Key("tp-capped", cap=20)
@@ -47,7 +49,7 @@ CAPPED = Key("tp-capped", cap=20)
 
 def _need_root() -> None:
     """CI is root and must run this; a local non-root run skips with the reason."""
-    if os.geteuid() == 0 and shutil.which("ip") and shutil.which("nft"):
+    if os.geteuid() == 0 and IP and NFT:
         return
     why = "needs root, `ip` (iproute2) and `nft` (nftables) to build network namespaces"
     if os.environ.get("CI"):
@@ -55,9 +57,9 @@ def _need_root() -> None:
     pytest.skip(why)
 
 
-def sh(*args: str) -> None:
-    out = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, f"{' '.join(args)}: {out.stderr.strip()}"
+def sh(*args: str | None) -> None:
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, f"{' '.join(map(str, args))}: {out.stderr.strip()}"
 
 
 def in_netns(ns: str, fn: Callable[[], T]) -> T:
@@ -97,20 +99,20 @@ class Netns:
 
     def up(self) -> Netns:
         for ns in (self.app, self.router, self.api):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh(IP, "netns", "add", ns)
+            sh(IP, "-n", ns, "link", "set", "lo", "up")
         self._link(f"sb{self.id}a", self.app, APP_IP, f"sb{self.id}r", self.router, ROUTER_DOWN)
         self._link(f"sb{self.id}u", self.router, ROUTER_UP, f"sb{self.id}p", self.api, API_IP)
-        sh("ip", "-n", self.app, "route", "add", "default", "via", ROUTER_DOWN)
+        sh(IP, "-n", self.app, "route", "add", "default", "via", ROUTER_DOWN)
         self.etc.mkdir(parents=True, exist_ok=True)
         (self.etc / "hosts").write_text(f"127.0.0.1 localhost\n{API_IP} {HOST}\n")
         return self
 
     def _link(self, a: str, ns_a: str, ip_a: str, b: str, ns_b: str, ip_b: str) -> None:
-        sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", b, "netns", ns_b)
+        sh(IP, "link", "add", a, "netns", ns_a, "type", "veth", "peer", b, "netns", ns_b)
         for dev, ns, ip in ((a, ns_a, ip_a), (b, ns_b, ip_b)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh(IP, "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            sh(IP, "-n", ns, "link", "set", dev, "up")
 
     def redirect(self, port: int) -> None:
         """What an operator adds on the gateway: the app's HTTPS goes to mitmdump."""
@@ -122,13 +124,13 @@ class Netns:
               }}
             }}
         """)
-        out = subprocess.run(["ip", "netns", "exec", self.router, "nft", "-f", "-"],
+        out = subprocess.run([str(IP), "netns", "exec", self.router, str(NFT), "-f", "-"],
                              input=rules, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
 
     def down(self) -> None:
         for ns in (self.app, self.router, self.api):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            subprocess.run([str(IP), "netns", "del", ns], capture_output=True, timeout=30)
         shutil.rmtree(self.etc, ignore_errors=True)
 
 
@@ -215,7 +217,7 @@ def run_app(net: Netns, ca: Path, calls: list[tuple[str, str, int]]) -> list[dic
     """The unmodified app in its namespace: default SDK client, default retries, no proxy."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(SSL_CERT_FILE=str(ca), PYTHONPATH=str(REPO))
-    out = subprocess.run(["ip", "netns", "exec", net.app, sys.executable, "-c", APP,
+    out = subprocess.run([str(IP), "netns", "exec", net.app, sys.executable, "-c", APP,
                           json.dumps(calls), HOST], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
