@@ -107,12 +107,31 @@ def web(args: Sequence[str]) -> int:
 
     _prepare()
     columns = [a for c in WEB_COLUMNS for a in ("--set", f"web_columns={c}")]
-    argv = [*policy_defaults(args, Path.cwd()), *columns, *args]
+    argv = [*policy_defaults(args, Path.cwd()), *columns, *reading_defaults(args), *args]
     try:
         tools.run(with_seatbelt(WebMaster), cmdline.mitmweb, argv)
     except TypeError as e:
         return _config_yaml_error(e)
     return 0
+
+
+def reading_defaults(args: Sequence[str]) -> list[str]:
+    """Reading a file (`-r`/`--rfile`) beside a running proxy: no proxy listener, no metrics,
+    audit or shared ledger, and a free web port; each only unless the user set it."""
+    if not any(a in ("-r", "--rfile") or a.startswith("--rfile=") for a in args):
+        return []
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    given = " ".join(args)
+    out: list[str] = []
+    for option in ("seatbelt_metrics=", "seatbelt_audit=", "seatbelt_ledger=memory://",
+                   "server=false", f"web_port={port}"):
+        if option.split("=", 1)[0] + "=" not in given:
+            out += ["--set", option]
+    return out
 
 
 def _config_yaml_error(error: TypeError) -> int:

@@ -13,6 +13,7 @@ seatbelt/codec/keptbody.py (settlement puts it there; this view reads it).
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -498,10 +499,29 @@ def headline(s: Summary) -> str:
     return f"{s.api}: {s.framing.upper()}, {frames}{model}"
 
 
-def render_lines(s: Summary, note: str | None = None) -> list[tuple[str, str]]:
+WRAP_WIDTH = 100  # mitmweb and mitmproxy's console show view lines as given: never wrapped
+
+
+def wrapped(lines: list[tuple[str, str]], width: int) -> list[tuple[str, str]]:
+    """Each line cut at word boundaries to `width` (continuations keep its indent + 2);
+    words longer than `width` are split, so no line is wider."""
+    out: list[tuple[str, str]] = []
+    for style, text in lines:
+        if len(text) <= width:
+            out.append((style, text))
+            continue
+        indent = " " * (len(text) - len(text.lstrip(" ")) + 2)
+        out += [(style, t) for t in textwrap.wrap(text, width, subsequent_indent=indent,
+                                                  replace_whitespace=False)]
+    return out
+
+
+def render_lines(s: Summary, note: str | None = None,
+                 width: int | None = None) -> list[tuple[str, str]]:
     """(style, text) lines: "header" for the headline and section rules, "error" for
     problems, else "text". `note` (the flow's seatbelt comment) goes right under the
-    headline, so the Response tab shows who paid what next to what was said."""
+    headline, so the Response tab shows who paid what next to what was said. With
+    `width`, long lines wrap (the views pass WRAP_WIDTH)."""
     lines: list[tuple[str, str]] = [("header", headline(s))]
     if note:  # "who, reserved" / "spent, edits" on two lines: the pane is half a screen
         who, sep, spent = note.partition(" spent=")
@@ -535,11 +555,11 @@ def render_lines(s: Summary, note: str | None = None) -> list[tuple[str, str]]:
             lines.append(("text", ""))
             lines.append(("header", f"── {who}{title} ──"))
             lines += [("text", line) for line in body.split("\n")]
-    return lines
+    return wrapped(lines, width) if width else lines
 
 
-def render(s: Summary, note: str | None = None) -> str:
-    return "\n".join(text for _, text in render_lines(s, note))
+def render(s: Summary, note: str | None = None, width: int | None = None) -> str:
+    return "\n".join(text for _, text in render_lines(s, note, width))
 
 
 def seatbelt_note(flow: Any) -> str | None:
@@ -577,7 +597,7 @@ if hasattr(contentviews, "Contentview"):  # mitmproxy >= 12
             s = summarize(bytes(data), metadata.content_type or "")
             if s is None:
                 raise _not_llm()
-            return render(s, seatbelt_note(metadata.flow))
+            return render(s, seatbelt_note(metadata.flow), WRAP_WIDTH)
 
         def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
             return priority(data, metadata.content_type, metadata.http_message, metadata.flow)
@@ -599,7 +619,7 @@ else:  # mitmproxy 11
             s = summarize(bytes(data), content_type or "")
             if s is None:
                 return None  # mitmproxy 11 falls back to Raw
-            lines = render_lines(s, seatbelt_note(flow))
+            lines = render_lines(s, seatbelt_note(flow), WRAP_WIDTH)
             return headline(s), iter([[line] for line in lines[1:]])
 
         def render_priority(self, data: bytes, *, content_type: str | None = None,

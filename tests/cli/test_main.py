@@ -55,3 +55,14 @@ def test_check_and_hash_go_to_the_policy_tools(capsys: pytest.CaptureFixture[str
     assert cli.main(["hash"]) == 0
     assert capsys.readouterr().out.strip() == (
         "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8")
+
+
+def test_reading_a_file_in_web_turns_off_what_would_clash_with_a_running_proxy():
+    from seatbelt.cli.main import reading_defaults
+
+    assert reading_defaults(["--mode", "regular"]) == []
+    out = reading_defaults(["-r", "flows.mitm", "--set", "seatbelt_audit=x.jsonl"])
+    sets = dict(v.split("=", 1) for v in out[1::2])
+    assert sets["seatbelt_metrics"] == "" and sets["server"] == "false"
+    assert sets["seatbelt_ledger"] == "memory://" and int(sets["web_port"]) > 0
+    assert "seatbelt_audit" not in sets  # the user's own value stands

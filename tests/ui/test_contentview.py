@@ -451,3 +451,22 @@ def test_flows_carry_budget_comment_mark_and_kept_body_through_save(monkeypatch,
         assert "sk-" not in f.request.headers.get("authorization", "")
     name, text = shown(served, served.response)
     assert "── tool call get_weather (call_x1) ──" in text
+
+
+def test_long_lines_wrap_in_the_views_and_lose_no_word() -> None:
+    words = [f"w{i}" for i in range(200)] + ["x" * 250]
+    body = json.dumps({"id": "c", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "  " + " ".join(words)},
+         "finish_reason": "stop"}]}).encode()
+    s = cv.summarize(body, "application/json")
+    assert s is not None
+    assert max(len(t) for _, t in cv.render_lines(s)) > cv.WRAP_WIDTH  # render() as it was
+    lines = [t for _, t in cv.render_lines(s, width=cv.WRAP_WIDTH)]
+    assert max(len(t) for t in lines) <= cv.WRAP_WIDTH
+    start = next(i for i, t in enumerate(lines) if t.startswith("  w0 "))
+    assert all(t.startswith("    ") for t in lines[start + 1:])
+    assert "".join(" ".join(lines[start:]).split()) == "".join(words)
+    shown = cv.VIEW.prettify(body, contentviews.Metadata(content_type="application/json")) \
+        if hasattr(contentviews, "Contentview") else None
+    if shown is not None:
+        assert max(len(t) for t in shown.splitlines()) <= cv.WRAP_WIDTH
