@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
+from seatbelt.codec import framing as frames
 from seatbelt.codec.decoding import StreamDecoder
+from seatbelt.codec.framing import error_of
 
 MAX_FRAME = 1 << 20  # an SSE/NDJSON frame longer than this is scanned through windows
 DOC_HEAD = 1 << 20  # a JSON document up to this size is parsed whole
@@ -60,34 +62,6 @@ def _decoded_len(raw: bytes) -> int:
         return len(json.loads(b'"' + raw + b'"', strict=False))
     except (ValueError, RecursionError):
         return len(raw.decode("utf-8", "replace"))
-
-
-def error_of(obj: Any) -> str | None:
-    """A short description of an error object sent inside a 2xx body, else None.
-
-    Covers OpenAI-style `{"error": {...}}`, Anthropic `{"type": "error", ...}`,
-    Ollama `{"error": "..."}`, Gemini array elements `{"error": {...}}` and the Responses
-    API's `{"type": "error", "code", "message"}` and `response.failed` events.
-    """
-    if not isinstance(obj, dict):
-        return None
-    err = obj.get("error")
-    if err in (None, False, "", {}):
-        inner = obj.get("response")
-        if obj.get("type") == "response.failed" and isinstance(inner, dict):
-            err = inner.get("error") or "response.failed"
-        elif obj.get("type") != "error":
-            return None
-        elif "message" in obj:
-            err = {"code": obj.get("code"), "message": obj.get("message")}
-        else:
-            err = "error"
-    if isinstance(err, dict):
-        kind = err.get("type") or err.get("status") or err.get("code") or "error"
-        text = f"{kind}: {err.get('message', '')}"
-    else:
-        text = str(err)
-    return text[:200]
 
 
 class _Doc:
@@ -173,33 +147,10 @@ class _LineFramer(_Framer):
         self.pos = 0  # stream offset of `pending`
         self.big: _Doc | None = None
         self.big_tail = b""  # last bytes of a big frame: its end may straddle pieces
-
-    def _first_end(self, buf: bytes, start: int) -> int:
-        """Offset just past the first frame separator at or after start, or -1."""
-        if not self.sse:
-            i = buf.find(b"\n", start)
-            return i + 1 if i >= 0 else -1
-        # Line by line: searching for each separator kind on its own scanned to the end
-        # of the batch for the kind a stream does not use (quadratic over many frames).
-        n = len(buf)
-        j = buf.find(b"\n", start)
-        while j >= 0:
-            if j + 1 < n and buf[j + 1] == 10:  # \n\n
-                return j + 2
-            if j + 2 < n and buf[j + 1] == 13 and buf[j + 2] == 10:  # \n\r\n
-                return j + 3
-            j = buf.find(b"\n", j + 1)
-        return -1
-
-    def _frame_start(self, buf: bytes, i: int) -> int:
-        if not self.sse:
-            return buf.rfind(b"\n", 0, i) + 1
-        j = buf.rfind(b"\n", 0, i)  # the last \n of a separator ending at or before i
-        while j > 0:
-            if buf[j - 1] == 10 or (j > 1 and buf[j - 1] == 13 and buf[j - 2] == 10):
-                return j + 1
-            j = buf.rfind(b"\n", 0, j)
-        return 0
+        # Frame boundaries (seatbelt/codec/framing.py), bound once per response.
+        self._first_end = frames.sse_first_end if sse else frames.line_first_end
+        self._frame_start = frames.sse_frame_start if sse else frames.line_frame_start
+        self._last_end = frames.sse_last_end if sse else frames.line_last_end
 
     def feed(self, data: bytes) -> None:
         if self.big is not None:
@@ -208,12 +159,7 @@ class _LineFramer(_Framer):
                 self.feed(data)
             return
         buf = self.pending + data if self.pending else data
-        if self.sse:
-            a = buf.rfind(b"\n\n")
-            b = buf.rfind(b"\n\r\n", max(a, 0))  # only one after `a` can end later
-            cut = a + 2 if a > b else (b + 3 if b >= 0 else 0)  # past the last separator
-        else:
-            cut = buf.rfind(b"\n") + 1
+        cut = self._last_end(buf)  # past the last separator
         if cut:
             self.sc._region(buf if cut == len(buf) else buf[:cut], self.pos, self)
             self.pos += cut
@@ -261,24 +207,7 @@ class _LineFramer(_Framer):
         if not self.sse:
             line = frame.strip()
             return (line or None), None
-        data: list[bytes] = []
-        err = None
-        for line in frame.split(b"\n"):
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line or line[:1] == b":":
-                continue
-            name, _, value = line.partition(b":")
-            if value[:1] == b" ":
-                value = value[1:]
-            if name == b"data":
-                data.append(value)
-            elif name == b"error":  # llama.cpp's non-standard error field
-                err = value.decode("utf-8", "replace")[:200] or "error"
-        joined = b"\n".join(data)
-        if not joined.strip() or joined.strip() == b"[DONE]":
-            return None, err
-        return joined, err
+        return frames.sse_payload(frame)
 
 
 class _JsonFramer(_Framer):

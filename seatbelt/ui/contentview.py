@@ -19,6 +19,7 @@ from typing import Any
 
 from mitmproxy import contentviews, http
 
+from seatbelt.codec.framing import array_prefix, error_of, events_of
 from seatbelt.codec.keptbody import CUT_MARKER, cut_marker, shown_body  # noqa: F401 (API)
 
 VIEW_NAME = "LLM"
@@ -90,6 +91,12 @@ class Summary:
             self.choices[i] = Choice(i)
         return self.choices[i]
 
+    def add_error(self, text: str) -> None:
+        """One line per distinct error: a Responses stream reports one twice (error event,
+        then response.failed)."""
+        if text not in self.errors:
+            self.errors.append(text)
+
     def output_text(self) -> str:
         """Every generated piece (text, reasoning, tool arguments) in order."""
         return "".join(p.content for c in self.choices.values() for p in c.parts)
@@ -114,39 +121,21 @@ def _framing(body: bytes, content_type: str) -> str:
     return "json"
 
 
-def _sse_frames(body: bytes, summary: Summary, cut: bool) -> list[Any]:
-    events = body.replace(b"\r\n", b"\n").split(b"\n\n")
+def _line_frames(body: bytes, summary: Summary, cut: bool) -> list[Any]:
+    """Parsed frames of an SSE or NDJSON body, cut the way the scanner cuts them
+    (seatbelt/codec/framing.py)."""
     out: list[Any] = []
-    for i, event in enumerate(events):
-        data = []
-        for line in event.split(b"\n"):
-            name, _, value = line.partition(b":")
-            value = value[1:] if value[:1] == b" " else value
-            if name == b"data":
-                data.append(value)
-            elif name == b"error":  # llama.cpp's non-standard error field
-                summary.errors.append(value.decode("utf-8", "replace"))
-        payload = b"\n".join(data).strip()
-        if not payload or payload == b"[DONE]":
+    events = list(events_of(body, summary.framing))
+    for i, (payload, err) in enumerate(events):
+        if err is not None:
+            summary.add_error(err)
+        if payload is None:
             continue
-        last = i == len(events) - 1
-        _parse_into(payload, out, summary, tolerate=cut and last)
-    return out
-
-
-def _parse_into(payload: bytes, out: list[Any], summary: Summary, tolerate: bool) -> None:
-    try:
-        out.append(json.loads(payload))
-    except (ValueError, RecursionError):
-        if not tolerate:  # the frame the cut went through is expected to be broken
-            summary.unparsed += 1
-
-
-def _ndjson_frames(body: bytes, summary: Summary, cut: bool) -> list[Any]:
-    out: list[Any] = []
-    lines = [x for x in body.split(b"\n") if x.strip()]
-    for i, line in enumerate(lines):
-        _parse_into(line, out, summary, tolerate=cut and i == len(lines) - 1)
+        try:
+            out.append(json.loads(payload))
+        except (ValueError, RecursionError):
+            if not (cut and i == len(events) - 1):  # the frame the cut went through
+                summary.unparsed += 1
     return out
 
 
@@ -155,26 +144,10 @@ def _json_frames(body: bytes, summary: Summary, cut: bool) -> list[Any]:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         if body.lstrip().startswith(b"["):
-            return _array_prefix(body) if cut else []
+            return array_prefix(body) if cut else []
         summary.framing = "ndjson"  # JSON lines sent as application/json
-        return _ndjson_frames(body, summary, cut)
+        return _line_frames(body, summary, cut)
     return doc if isinstance(doc, list) else [doc]
-
-
-def _array_prefix(body: bytes) -> list[Any]:
-    """The complete elements of a cut top-level JSON array (Gemini without alt=sse)."""
-    text = body.decode("utf-8", "replace").lstrip()
-    if not text.startswith("["):
-        return []
-    decoder, out, i = json.JSONDecoder(), [], 1
-    while True:
-        while i < len(text) and text[i] in " \t\r\n,":
-            i += 1
-        try:
-            obj, i = decoder.raw_decode(text, i)
-        except (ValueError, RecursionError):
-            return out
-        out.append(obj)
 
 
 class _Assembler:
@@ -202,20 +175,12 @@ class _Assembler:
             else:
                 self.s.usage = dict(value)
 
-    def error(self, err: Any) -> None:
-        """One line per distinct error: a Responses stream reports one twice (error event,
-        then response.failed)."""
-        if isinstance(err, dict):
-            kind = err.get("code") or err.get("type") or err.get("status") or "error"
-            text = f"{kind}: {err.get('message', '')}".strip()
-        else:
-            text = str(err)
-        if err and text not in self.s.errors:
-            self.s.errors.append(text)
-
     def feed(self, obj: Any) -> None:
         if not isinstance(obj, dict):
             return
+        err = error_of(obj)  # the scanner's own reading: the audit log's text
+        if err is not None:
+            self.s.add_error(err)
         kind = obj.get("type") if isinstance(obj.get("type"), str) else None
         if kind is not None and kind.startswith("response."):
             self.responses_event(kind, obj)
@@ -225,7 +190,6 @@ class _Assembler:
             self.anthropic_message(obj)
         elif kind == "error":  # Anthropic {"error": {...}}; Responses {"code", "message"}
             self.api(ERROR_ONLY)
-            self.error(obj["error"] if isinstance(obj.get("error"), dict) else obj)
         elif obj.get("object") == "response" and isinstance(obj.get("output"), list):
             self.responses_object(obj)
         elif isinstance(obj.get("choices"), list):
@@ -238,7 +202,6 @@ class _Assembler:
             self.embeddings(obj)
         elif "error" in obj:
             self.api(ERROR_ONLY)
-            self.error(obj["error"])
         else:
             return
         self.s.frames += 1
@@ -362,8 +325,6 @@ class _Assembler:
                 choice.finish = _responses_finish(resp)
                 if not choice.parts:
                     self.responses_output(choice, resp.get("output"))
-                if isinstance(resp.get("error"), dict):
-                    self.error(resp["error"])
 
     def responses_object(self, obj: dict[str, Any]) -> None:
         self.api("openai responses")
@@ -457,10 +418,8 @@ def summarize(body: bytes, content_type: str = "") -> Summary | None:
     if len(data) > MAX_BODY or (framing != "sse" and data.lstrip()[:1] not in (b"{", b"[")):
         return None  # cheap refusal: images, HTML, text are never parsed
     summary = Summary(api="", framing=framing, cut=cut)
-    if framing == "sse":
-        frames = _sse_frames(data, summary, cut is not None)
-    elif framing == "ndjson":
-        frames = _ndjson_frames(data, summary, cut is not None)
+    if framing in ("sse", "ndjson"):
+        frames = _line_frames(data, summary, cut is not None)
     else:
         frames = _json_frames(data, summary, cut is not None)
     assembler = _Assembler(summary)
