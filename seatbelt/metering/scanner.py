@@ -309,6 +309,62 @@ def read_whole(framing: str, headers: Mapping[str, str], streaming: object) -> b
     return length.isdigit() and len(length) <= 8 and int(length) <= READ_WHOLE_LIMIT
 
 
+class FrameHider:
+    """Hides the injected usage frame from a client that did not ask for it.
+
+    It holds the bytes of an uncompressed SSE stream until the scanner has seen their
+    frames complete (`safe`), and returns them minus the frames marked with `cut`. Only
+    an incomplete trailing frame is held back, and at most HOLD_LIMIT bytes of it: a
+    longer frame cannot be a usage-only frame and is let through. It does no scanning:
+    the Scanner composes it and tells it where frames end and which are injected.
+    """
+
+    def __init__(self) -> None:
+        self.held = bytearray()  # bytes received, not yet returned
+        self.held_at = 0  # stream offset of held[0]
+        self.cuts: list[tuple[int, int]] = []  # injected frames, stream offsets
+
+    @property
+    def end(self) -> int:
+        """Stream offset just past the last byte received."""
+        return self.held_at + len(self.held)
+
+    def hold(self, chunk: bytes) -> None:
+        self.held += chunk
+
+    def holds(self, start: int) -> bool:
+        """Is a frame starting at this stream offset still wholly held back?"""
+        return start >= self.held_at
+
+    def cut(self, start: int, end: int) -> None:
+        self.cuts.append((start, end))
+
+    def release(self, safe: int) -> bytes:
+        """What may go to the client now that frames are complete up to offset `safe`."""
+        if self.end - safe > HOLD_LIMIT:
+            safe = self.end  # too long to be a usage-only frame: let it through
+        return self._release(safe)
+
+    def release_all(self) -> bytes:
+        return self._release(self.end)
+
+    def _release(self, upto: int) -> bytes:
+        """Return held bytes up to stream offset `upto`, minus the injected frames."""
+        n = upto - self.held_at
+        if n <= 0:
+            return b""
+        out = bytearray()
+        at = self.held_at
+        for start, end in self.cuts:
+            out += self.held[at - self.held_at : start - self.held_at]
+            at = end
+        out += self.held[at - self.held_at : n]
+        self.cuts = []
+        del self.held[:n]
+        self.held_at = upto
+        return bytes(out)
+
+
 class Scanner:
     """mitmproxy stream callable for one LLM response: forward, and meter a copy.
 
@@ -367,7 +423,7 @@ class Scanner:
             self._framer = _ArrayFramer(self)
         else:
             self._framer = _JsonFramer(self)
-        self._hide = (
+        hide = (
             hide_injected_usage
             and self.framing == "sse"
             and self._decoder.identity
@@ -383,11 +439,9 @@ class Scanner:
         # until output_chars is read: with reported usage nobody reads it on the hot path.
         # Edges (stream offsets) of those regions, contiguous; only for unedited raw bytes.
         self._deferred: list[int] = []
-        self._defer_text = self._identity and not self._hide
-        self._held = bytearray()  # hiding: bytes received, not yet returned
-        self._held_at = 0  # stream offset of _held[0]
+        self._hider = FrameHider() if hide else None
+        self._defer_text = self._identity and not hide
         self._safe = 0  # stream offset up to which frames are complete
-        self._cuts: list[tuple[int, int]] = []  # hiding: injected frames, stream offsets
 
     # -- results -------------------------------------------------------------------
 
@@ -449,8 +503,8 @@ class Scanner:
             out = self._finish()
             return out or b""
         self.bytes_in += len(chunk)
-        if self._hide:
-            out = self._hide_feed(chunk)
+        if self._hider is not None:
+            out = self._hide_feed(self._hider, chunk)
             self._keep(out)
             return out if out else []  # never b"" mid-stream: it would end the body
         kept = self._kept
@@ -529,9 +583,9 @@ class Scanner:
                 self._framer.end()
         except Exception as e:
             self._fail(e)
-        if not self._hide:
+        if self._hider is None:
             return b""
-        out = self._release(self._held_at + len(self._held))
+        out = self._hider.release_all()
         self._keep(out)
         return out
 
@@ -548,37 +602,17 @@ class Scanner:
 
     # -- hiding the injected usage frame -------------------------------------------
 
-    def _hide_feed(self, chunk: bytes) -> bytes:
-        self._held += chunk
+    def _hide_feed(self, hider: FrameHider, chunk: bytes) -> bytes:
+        hider.hold(chunk)
         try:
             if self.scan_error is None:
                 self._decoder.feed(chunk)
         except Exception as e:
             self._fail(e)
         if self.scan_error is not None:  # scanning broke: stop editing, forward all
-            self._hide = False
-            return self._release(self._held_at + len(self._held))
-        upto = self._safe
-        if self._held_at + len(self._held) - upto > HOLD_LIMIT:
-            # Too long to be a usage-only frame: let the incomplete frame through.
-            upto = self._held_at + len(self._held)
-        return self._release(upto)
-
-    def _release(self, upto: int) -> bytes:
-        """Return held bytes up to stream offset `upto`, minus the injected frames."""
-        n = upto - self._held_at
-        if n <= 0:
-            return b""
-        out = bytearray()
-        at = self._held_at
-        for start, end in self._cuts:
-            out += self._held[at - self._held_at : start - self._held_at]
-            at = end
-        out += self._held[at - self._held_at : n]
-        self._cuts = []
-        del self._held[:n]
-        self._held_at = upto
-        return bytes(out)
+            self._hider = None
+            return hider.release_all()
+        return hider.release(self._safe)
 
     # -- scanning ------------------------------------------------------------------
 
@@ -663,8 +697,9 @@ class Scanner:
         obj = self._parse(data)
         # Only a frame still wholly held back can be cut out; one already partly let
         # through (it was too long to be a usage-only frame) is left alone.
-        if self._hide and start >= self._held_at and self.family.is_injected_usage_frame(obj):
-            self._cuts.append((start, end))
+        hider = self._hider
+        if hider is not None and hider.holds(start) and self.family.is_injected_usage_frame(obj):
+            hider.cut(start, end)
 
     def _parse(self, data: bytes) -> Any:
         """Parse one frame or document and feed it to the usage reader and error check."""

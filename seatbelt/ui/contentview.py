@@ -378,7 +378,8 @@ class _Assembler:
         msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
         choice.add("reasoning", msg.get("thinking") or obj.get("thinking"))
         choice.add("text", msg.get("content") or obj.get("response"))
-        for call in msg.get("tool_calls") or []:
+        calls = msg.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:  # from the wire: maybe not a list
             fn = call.get("function") if isinstance(call, dict) else None
             if isinstance(fn, dict):
                 tool = choice.tool(("call", len(choice._tools)), fn.get("name"))
