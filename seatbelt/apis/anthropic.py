@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from seatbelt.apis.assembly import Assembly
 from seatbelt.apis.base import (
     ApiFamily,
+    EndpointKind,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -70,7 +71,7 @@ class Anthropic(ApiFamily):
         if m is not None:
             sub_path = m.group(1)
             if sub_path is None:
-                kind = "metered" if method == "POST" else "unmetered"
+                kind: EndpointKind = "metered" if method == "POST" else "unmetered"
                 return Route(self, "anthropic", "messages", kind)
             if sub_path == "count_tokens":
                 return Route(self, "anthropic", "count_tokens", "free")
@@ -145,7 +146,7 @@ class AnthropicUsageReader(UsageReader):
         if not isinstance(u, dict):
             self.invalid = "usage is not an object"
             return
-        names = _FIELDS
+        names: tuple[str, ...] = _FIELDS
         if kind == "message_start":
             # output_tokens here is a placeholder (typically 1): a stream cut before its
             # message_delta must not look reported with one output token. Some API
@@ -219,7 +220,7 @@ def _anthropic_event(a: Assembly, kind: str, obj: dict[str, Any]) -> None:
         elif delta.get("type") == "text_delta":
             choice.add("text", delta.get("text"))
     elif kind == "message_delta":
-        delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
+        delta = obj["delta"] if isinstance(obj.get("delta"), dict) else {}
         if delta.get("stop_reason"):
             choice.finish = str(delta["stop_reason"])
         a.usage(obj.get("usage"), merge=True)  # cumulative: replace field by field

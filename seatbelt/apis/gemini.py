@@ -213,7 +213,7 @@ def _gemini(a: Assembly, obj: dict[str, Any]) -> None:
         if not isinstance(cand, dict):
             continue
         choice = a.s.choice(cand.get("index", n))
-        content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
+        content = cand["content"] if isinstance(cand.get("content"), dict) else {}
         for part in content.get("parts") or []:
             if not isinstance(part, dict):
                 continue

@@ -23,6 +23,7 @@ from seatbelt.apis.assembly import Assembly
 from seatbelt.apis.base import (
     ApiFamily,
     BadRequestBody,
+    EndpointKind,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -77,7 +78,7 @@ class Ollama(ApiFamily):
         method = method.upper()
         endpoint = "embed" if m.group(1).startswith("embed") else m.group(1)
         if method == "POST":
-            kind = "metered"
+            kind: EndpointKind = "metered"
         elif method in READ_ONLY:
             kind = "free"
         else:
@@ -146,7 +147,7 @@ def _ollama(a: Assembly, obj: dict[str, Any]) -> None:
     a.api("ollama")
     a.model(obj.get("model"))
     choice = a.s.choice(0)
-    msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
+    msg = obj["message"] if isinstance(obj.get("message"), dict) else {}
     choice.add("reasoning", msg.get("thinking") or obj.get("thinking"))
     choice.add("text", msg.get("content") or obj.get("response"))
     calls = msg.get("tool_calls")

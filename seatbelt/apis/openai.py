@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from seatbelt.apis.assembly import Assembly, Choice
 from seatbelt.apis.base import (
     ApiFamily,
+    EndpointKind,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -72,7 +73,7 @@ _ALWAYS_UNMETERED = frozenset({"realtime"})
 class OpenAI(ApiFamily):
     name = "openai"
     credential_headers = ("authorization", "api-key")
-    usage_markers = (b'"usage"',)
+    usage_markers: tuple[bytes, ...] = (b'"usage"',)
     output_text = OUTPUT_TEXT
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
@@ -84,7 +85,7 @@ class OpenAI(ApiFamily):
         for rx, endpoint in _METERED:
             if rx.search(p):
                 if method == "POST":
-                    kind = "metered"
+                    kind: EndpointKind = "metered"
                 elif method in READ_ONLY:
                     kind = "free"  # e.g. listing stored chat completions
                 else:
@@ -269,7 +270,7 @@ def _openai_message(a: Assembly, choice: Choice, m: dict[str, Any], *, streamed:
     for n, call in enumerate(calls if isinstance(calls, list) else []):
         if not isinstance(call, dict):
             continue
-        fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+        fn = call["function"] if isinstance(call.get("function"), dict) else {}
         key = call.get("index", n) if streamed else n
         part = choice.tool(key, fn.get("name"), call.get("id"))
         args = fn.get("arguments")

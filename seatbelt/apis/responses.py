@@ -16,7 +16,7 @@ import re
 from typing import Any, Mapping
 
 from seatbelt.apis.assembly import Assembly, Choice
-from seatbelt.apis.base import RequestFacts, Route, UnmeteredRequest, UsageReader
+from seatbelt.apis.base import EndpointKind, RequestFacts, Route, UnmeteredRequest, UsageReader
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
@@ -52,7 +52,7 @@ class Responses(OpenAI):
         method = method.upper()
         rest = m.group(1)
         if rest is None:
-            kind = "metered" if method == "POST" else "free" if method in READ_ONLY \
+            kind: EndpointKind = "metered" if method == "POST" else "free" if method in READ_ONLY \
                 else "unmetered"
         elif method in READ_ONLY or method == "DELETE":
             kind = "free"  # a stored response, its input items, or a resumed stream

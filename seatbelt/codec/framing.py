@@ -118,7 +118,8 @@ def array_prefix(body: bytes) -> list[Any]:
     text = body.decode("utf-8", "replace").lstrip()
     if not text.startswith("["):
         return []
-    decoder, out, i = json.JSONDecoder(), [], 1
+    decoder, i = json.JSONDecoder(), 1
+    out: list[Any] = []
     while True:
         while i < len(text) and text[i] in " \t\r\n,":
             i += 1

@@ -483,7 +483,7 @@ class _Loader:
             fallback = self.integer(top["fallback_max_output"][1], "fallback_max_output",
                                     minimum=1, what="a positive integer")
 
-        unmetered = "refuse"
+        unmetered: Literal["refuse", "allow"] = "refuse"
         if "unmetered_endpoints" in top:
             node = top["unmetered_endpoints"][1]
             unmetered = self.scalar(node, "unmetered_endpoints")
@@ -506,7 +506,7 @@ class _Loader:
             self.warnings.append(f"{self.path}: keys: no keys; every LLM request will be "
                                  "refused with 401")
 
-        canonical = {
+        canonical: dict[str, Any] = {
             "version": 1,
             "require_auth": require_auth,
             "fallback_max_output": fallback,
@@ -519,11 +519,11 @@ class _Loader:
                      for k in keys],
             "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
-        if prices or any(e.cap_usd is not None for e in (*keys, *accounts.values())):
+        holders: list[Key | Account] = [*sorted(accounts.values(), key=lambda a: a.id), *keys]
+        if prices or any(e.cap_usd is not None for e in holders):
             canonical["usd"] = {  # absent without USD budgets: older digests stay the same
                 "prices": {m: p.label() for m, p in sorted(prices.items())},
-                "caps": [[e.id, e.cap_usd, e.window_usd.label()] for e in
-                         (*sorted(accounts.values(), key=lambda a: a.id), *keys)],
+                "caps": [[e.id, e.cap_usd, e.window_usd.label()] for e in holders],
             }
         digest = hashlib.sha256(
             json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()

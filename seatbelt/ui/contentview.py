@@ -172,8 +172,8 @@ def render_lines(s: Summary, note: str | None = None) -> list[tuple[str, str]]:
                 ident = f" ({part.call_id})" if part.call_id else ""
                 title, body = f"tool call {part.name or '?'}{ident}", _pretty_args(part.content)
             else:
-                title = {"text": "assistant", "reasoning": "reasoning", "refusal": "refusal"}
-                title, body = title[part.kind], part.content
+                titles = {"text": "assistant", "reasoning": "reasoning", "refusal": "refusal"}
+                title, body = titles[part.kind], part.content
             lines.append(("text", ""))
             lines.append(("header", f"── {who}{title} ──"))
             lines += [("text", line) for line in body.split("\n")]
