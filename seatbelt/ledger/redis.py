@@ -70,7 +70,7 @@ from .base import (
     UsageSource,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seatbelt")
 
 SCHEMA_VERSION = "1"
 TEST_CLOCK_ENV = "SEATBELT_TEST_CLOCK"

@@ -69,7 +69,7 @@ from .base import (
     UsageSource,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seatbelt")
 
 T = TypeVar("T")
 
