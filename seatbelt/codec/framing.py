@@ -11,7 +11,7 @@ JSON array streamed in pieces (Gemini without alt=sse) and one whole JSON docume
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,21 +113,73 @@ def ndjson_lines(body: bytes) -> list[bytes]:
     return [x for x in body.split(b"\n") if x.strip()]
 
 
-def array_prefix(body: bytes) -> list[Any]:
-    """The complete elements of a (maybe cut) top-level JSON array."""
-    text = body.decode("utf-8", "replace").lstrip()
-    if not text.startswith("["):
-        return []
-    decoder, i = json.JSONDecoder(), 1
-    out: list[Any] = []
-    while True:
-        while i < len(text) and text[i] in " \t\r\n,":
-            i += 1
-        try:
-            obj, i = decoder.raw_decode(text, i)
-        except (ValueError, RecursionError):
-            return out
-        out.append(obj)
+_OUT = re.compile(rb'[{}\[\]"]')
+_IN = re.compile(rb'["\\]')
+
+
+class ArraySplitter:
+    """Cuts a top-level JSON array delivered in pieces (Gemini without alt=sse) into its
+    element objects, by tracking brace depth outside strings; incremental and pure.
+
+    A top-level object that is not in an array counts as one element too.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_array = False
+        self.in_str = False
+        self.skip = 0  # an escape's second byte falls in the next piece
+        self.open = False  # an element began in an earlier piece and has not ended
+
+    def feed(self, data: bytes) -> tuple[list[tuple[int, int]], int | None]:
+        """(spans of the elements that end in this piece: start 0 when the element began
+        in an earlier one; start of an element still open at its end, or None)."""
+        spans: list[tuple[int, int]] = []
+        n = len(data)
+        i = self.skip
+        self.skip = 0
+        start = 0 if self.open else -1
+        while i < n:
+            if self.in_str:
+                m = _IN.search(data, i)
+                if m is None:
+                    break
+                if data[m.start()] == 0x5C:  # backslash: skip the escaped byte
+                    i = m.end() + 1
+                    if i > n:
+                        self.skip = i - n
+                    continue
+                self.in_str = False
+                i = m.end()
+                continue
+            m = _OUT.search(data, i)
+            if m is None:
+                break
+            j, i = m.start(), m.end()
+            c = data[j]
+            if c == 0x22:  # "
+                self.in_str = True
+            elif c in (0x7B, 0x5B):  # { [
+                if self.depth == 0 and c == 0x5B:
+                    self.in_array = True
+                elif c == 0x7B and self.depth == (1 if self.in_array else 0):
+                    start = j
+                self.depth += 1
+            else:
+                self.depth = max(0, self.depth - 1)
+                if start >= 0 and self.depth == (1 if self.in_array else 0):
+                    spans.append((start, i))
+                    start = -1
+                if self.depth == 0:
+                    self.in_array = False
+        self.open = start >= 0
+        return spans, (start if start >= 0 else None)
+
+
+def array_elements(body: bytes) -> list[bytes]:
+    """The complete element objects of a whole (maybe cut) top-level JSON array."""
+    spans, _ = ArraySplitter().feed(body)
+    return [body[a:b] for a, b in spans]
 
 
 # ------------------------------------------------------------------ errors

@@ -4,7 +4,9 @@ It forwards every chunk at once and unchanged while it reads, from a decoded *co
 the token usage the upstream reports, how much output text went by (for an estimate
 when no usage comes) and when the first output arrived. Family modules say what a
 usage frame looks like; everything here is generic: content decoding, frame cutting
-(SSE, NDJSON, one JSON document, a JSON array streamed in pieces) and bounded memory.
+(SSE, NDJSON, one JSON document, a JSON array streamed in pieces; the boundaries, SSE
+payloads and error reading are seatbelt/codec/framing.py's, shared with the content view)
+and bounded memory. Hiding the injected usage frame is FrameHider's, composed here.
 
 Speed: frames are not JSON-parsed one by one. Each batch of complete frames is searched
 in C (regex / bytes.find) for the output text and for the few markers a usage or error
@@ -223,63 +225,26 @@ class _JsonFramer(_Framer):
         self.doc.end()
 
 
-_OUT = re.compile(rb'[{}\[\]"]')
-_IN = re.compile(rb'["\\]')
-
-
 class _ArrayFramer(_Framer):
     """A top-level JSON array delivered in pieces (Gemini without alt=sse): each element
-    object is cut out by tracking brace depth outside strings and scanned as a document."""
+    object (cut out by seatbelt/codec/framing.py's ArraySplitter) is scanned as a document."""
 
     def __init__(self, sc: Scanner) -> None:
         self.sc = sc
-        self.depth = 0
-        self.in_array = False
-        self.in_str = False
-        self.skip = 0  # an escape's second byte falls in the next piece
+        self.split = frames.ArraySplitter()
         self.doc: _Doc | None = None
 
     def feed(self, data: bytes) -> None:
-        n = len(data)
-        i = self.skip
-        self.skip = 0
-        start = 0 if self.doc is not None else -1
-        while i < n:
-            if self.in_str:
-                m = _IN.search(data, i)
-                if m is None:
-                    break
-                if data[m.start()] == 0x5C:  # backslash: skip the escaped byte
-                    i = m.end() + 1
-                    if i > n:
-                        self.skip = i - n
-                    continue
-                self.in_str = False
-                i = m.end()
-                continue
-            m = _OUT.search(data, i)
-            if m is None:
-                break
-            j, i = m.start(), m.end()
-            c = data[j]
-            if c == 0x22:  # "
-                self.in_str = True
-            elif c in (0x7B, 0x5B):  # { [
-                if self.depth == 0 and c == 0x5B:
-                    self.in_array = True
-                elif c == 0x7B and self.depth == (1 if self.in_array else 0):
-                    self.doc, start = _Doc(self.sc), j
-                self.depth += 1
-            else:
-                self.depth = max(0, self.depth - 1)
-                if self.doc is not None and self.depth == (1 if self.in_array else 0):
-                    self.doc.feed(data[start:i])
-                    doc, self.doc, start = self.doc, None, -1
-                    doc.end()
-                if self.depth == 0:
-                    self.in_array = False
-        if self.doc is not None and start >= 0:
-            self.doc.feed(data[start:])
+        spans, open_at = self.split.feed(data)
+        for start, end in spans:
+            doc = self.doc or _Doc(self.sc)  # an element begun in an earlier piece goes on
+            self.doc = None
+            doc.feed(data[start:end])
+            doc.end()
+        if open_at is not None:
+            if self.doc is None:
+                self.doc = _Doc(self.sc)
+            self.doc.feed(data[open_at:])
 
     def end(self) -> None:
         if self.doc is not None:

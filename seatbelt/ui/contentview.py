@@ -2,7 +2,9 @@
 
 A streamed LLM answer is hundreds of SSE frames of one token each. This module turns such a
 body (SSE, NDJSON or JSON, OpenAI-style, Anthropic, Gemini or Ollama) into what a developer
-wants to see: the assembled assistant text, tool calls, finish reason and usage. The parsing
+wants to see: the assembled assistant text, tool calls, finish reason and usage. Frames are
+cut and errors read by seatbelt/codec/framing.py (as the scanner does); each family module
+reads its own frames (`ApiFamily.assemble`, into seatbelt/apis/assembly.py). The parsing
 is pure (`summarize`, `render`); the view classes only adapt it to mitmproxy 11's
 `contentviews.View` or mitmproxy 12's `Contentview`, whichever is installed.
 
@@ -20,7 +22,7 @@ from mitmproxy import contentviews, http
 
 from seatbelt import apis
 from seatbelt.apis.assembly import Assembly, Choice, Part, Summary  # noqa: F401 (API)
-from seatbelt.codec.framing import array_prefix, error_of, events_of
+from seatbelt.codec.framing import array_elements, error_of, events_of
 from seatbelt.codec.keptbody import CUT_MARKER, cut_marker, shown_body  # noqa: F401 (API)
 
 VIEW_NAME = "LLM"
@@ -68,12 +70,22 @@ def _line_frames(body: bytes, summary: Summary, cut: bool) -> list[Any]:
     return out
 
 
+def _parsed(elements: list[bytes]) -> list[Any]:
+    out = []
+    for element in elements:
+        try:
+            out.append(json.loads(element))
+        except (ValueError, RecursionError):
+            pass  # not JSON after all: the Raw view shows it
+    return out
+
+
 def _json_frames(body: bytes, summary: Summary, cut: bool) -> list[Any]:
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         if body.lstrip().startswith(b"["):
-            return array_prefix(body) if cut else []
+            return _parsed(array_elements(body)) if cut else []
         summary.framing = "ndjson"  # JSON lines sent as application/json
         return _line_frames(body, summary, cut)
     return doc if isinstance(doc, list) else [doc]

@@ -3,7 +3,11 @@ error reading shared by the scanner (audit log) and the content view (mitmweb)."
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from seatbelt.apis import route_request
 from seatbelt.codec import framing
@@ -28,9 +32,29 @@ def test_sse_payload_joins_data_lines_and_reads_the_error_field() -> None:
     assert framing.sse_payload(b": comment\n\n") == (None, None)
 
 
-def test_array_prefix_keeps_only_complete_elements() -> None:
-    assert framing.array_prefix(b'[{"a": 1}, {"b": [2]}, {"c": ') == [{"a": 1}, {"b": [2]}]
-    assert framing.array_prefix(b'{"a": 1}') == []
+def test_array_elements_keeps_only_complete_elements() -> None:
+    body = b'[{"a": "}\\"}"}, {"b": [2]}, {"c": '
+    assert framing.array_elements(body) == [b'{"a": "}\\"}"}', b'{"b": [2]}']
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+                max_size=4), st.lists(st.integers(1, 40), max_size=8))
+def test_the_array_splitter_cuts_pieces_as_it_cuts_the_whole(
+    elements: list[dict[str, str]], cuts: list[int]
+) -> None:
+    """Incremental: fed in any pieces, the same elements come out (the scanner feeds pieces,
+    the content view a whole body)."""
+    body = json.dumps(elements).encode()
+    split, got, buf, at = framing.ArraySplitter(), [], b"", 0
+    for size in [*cuts, len(body)]:
+        piece, at = body[at:at + size], at + size
+        spans, open_at = split.feed(piece)
+        for a, b in spans:
+            got.append(buf + piece[a:b])
+            buf = b""
+        buf = buf + piece[open_at:] if open_at is not None else b""
+    assert [json.loads(e) for e in got] == elements
+    assert framing.array_elements(body) == [json.dumps(e).encode() for e in elements]
 
 
 def test_error_text_is_kind_then_message_and_bounded() -> None:
