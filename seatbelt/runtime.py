@@ -142,7 +142,7 @@ class Runtime:
         """Switch to the ledger at `url` (no-op when unchanged); it opens in the background."""
         if url == self.ledger_url and self.ledger is not None:
             return
-        timing = ledger_timing(os.environ.get(TIMING_ENV))
+        timing: dict[str, Any] = ledger_timing(os.environ.get(TIMING_ENV))
         if timing:
             logger.warning(f"seatbelt: {TIMING_ENV} is set ({timing}): test-only ledger "
                            "timing, never for production")

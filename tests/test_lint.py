@@ -15,3 +15,14 @@ def test_ruff_clean():
     result = subprocess.run([exe, "check", "--no-cache", "."], cwd=ROOT, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_one_logger_name():
+    """Every module logs to the one "seatbelt" logger (its messages start with "seatbelt:"),
+    so one handler or level on it covers all of them."""
+    import re
+
+    pattern = re.compile(r"getLogger\(([^)]*)\)")
+    for path in sorted((ROOT / "seatbelt").rglob("*.py")):
+        for name in pattern.findall(path.read_text()):
+            assert name == '"seatbelt"', f"{path.relative_to(ROOT)}: getLogger({name})"

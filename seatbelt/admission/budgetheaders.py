@@ -53,7 +53,8 @@ def headers_for(states: Sequence[CapState], now: float | None = None) -> dict[st
     """The budget headers for these cap states (pure)."""
     binding = None
     for s in states:
-        if s.remaining is not None and (binding is None or s.remaining < binding.remaining):
+        if s.remaining is not None and (binding is None or binding.remaining is None
+                                         or s.remaining < binding.remaining):
             binding = s
     if binding is None or binding.remaining is None:
         return {}

@@ -9,6 +9,9 @@ OpenAI, which would otherwise file `/v1/responses` and `/v1/models/{m}:generateC
 under its unmetered resources. OpenAI never takes `/v1/messages` (its own
 `threads/{id}/messages` needs the `threads/` segment).
 
+A family defined outside this package (a plugin, a test) joins with `register()`, before
+the built-in ones: it routes first, so it can take a shape they would otherwise file.
+
 The policy can override routing per host/path (`routes:`): `api: NAME` routes a request
 as if its path were `API_PATHS[NAME]` (a custom deployment path), `api: none` takes it off
 the LLM routes.
@@ -27,6 +30,31 @@ from seatbelt.apis.openai import OpenAI
 from seatbelt.apis.responses import Responses
 
 FAMILIES: tuple[ApiFamily, ...] = (Anthropic(), Responses(), Gemini(), Ollama(), OpenAI())
+# Where the built-in families carry a credential: redaction (seatbelt/records/redact.py)
+# scrubs exactly these, so a registered family may not add another place.
+_CREDENTIAL_PLACES = frozenset(
+    [h for f in FAMILIES for h in f.credential_headers]
+    + [q for f in FAMILIES for q in f.credential_query]
+)
+
+
+def register(family: ApiFamily) -> None:
+    """Add an API family, routed before the built-in ones; registering it again is a no-op.
+
+    Refused when it names a credential header or query parameter the built-in families do
+    not: redaction would not know to scrub it from logs and saved flows.
+    """
+    global FAMILIES
+    if any(type(f) is type(family) for f in FAMILIES):
+        return
+    places = set(family.credential_headers) | set(family.credential_query)
+    unknown = sorted(places - _CREDENTIAL_PLACES)
+    if unknown:
+        raise ValueError(
+            f"API family {family.name!r}: credential place(s) {', '.join(unknown)} are not "
+            "redacted; carry the credential in a header or parameter seatbelt already scrubs"
+        )
+    FAMILIES = (family, *FAMILIES)
 
 # Names a policy `routes:` rule may give as `api:`, each the path it routes as.
 API_PATHS: Mapping[str, str] = {

@@ -7,11 +7,14 @@ counts are cumulative snapshots that replace the `message_start` values, never a
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Mapping
 
+from seatbelt.apis.assembly import Assembly
 from seatbelt.apis.base import (
     ApiFamily,
+    EndpointKind,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -68,7 +71,7 @@ class Anthropic(ApiFamily):
         if m is not None:
             sub_path = m.group(1)
             if sub_path is None:
-                kind = "metered" if method == "POST" else "unmetered"
+                kind: EndpointKind = "metered" if method == "POST" else "unmetered"
                 return Route(self, "anthropic", "messages", kind)
             if sub_path == "count_tokens":
                 return Route(self, "anthropic", "count_tokens", "free")
@@ -106,6 +109,19 @@ class Anthropic(ApiFamily):
             t = "api_error" if error.status >= 500 else "invalid_request_error"
         return {"type": "error", "error": {"type": t, "message": error.message}}
 
+    def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
+        """Message events and whole messages, for the content view."""
+        kind = obj.get("type")
+        if not isinstance(kind, str):  # from the wire: maybe a list, not hashable
+            return False
+        if kind in _EVENTS:
+            _anthropic_event(a, kind, obj)
+        elif kind == "message" and isinstance(obj.get("content"), list):
+            _anthropic_message(a, obj)
+        else:
+            return False
+        return True
+
 
 class AnthropicUsageReader(UsageReader):
     """Starts from message_start's usage; each message_delta replaces the fields it has."""
@@ -130,7 +146,7 @@ class AnthropicUsageReader(UsageReader):
         if not isinstance(u, dict):
             self.invalid = "usage is not an object"
             return
-        names = _FIELDS
+        names: tuple[str, ...] = _FIELDS
         if kind == "message_start":
             # output_tokens here is a placeholder (typically 1): a stream cut before its
             # message_delta must not look reported with one output token. Some API
@@ -164,3 +180,64 @@ class AnthropicUsageReader(UsageReader):
             cached_tokens=read,
             cache_write_tokens=write,
         )
+
+
+# -- the content view's assembly (ApiFamily.assemble) --
+
+
+_EVENTS = {
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+    "message_delta", "message_stop", "ping",
+}
+
+
+def _block_kind(block: dict[str, Any]) -> str:
+    return "reasoning" if block.get("type") in ("thinking", "redacted_thinking") else "text"
+
+
+def _anthropic_event(a: Assembly, kind: str, obj: dict[str, Any]) -> None:
+    a.api("anthropic messages")
+    choice = a.s.choice(0)
+    if kind == "message_start" and isinstance(obj.get("message"), dict):
+        a.model(obj["message"].get("model"))
+        a.usage(obj["message"].get("usage"))
+    elif kind == "content_block_start" and isinstance(obj.get("content_block"), dict):
+        block = obj["content_block"]
+        if block.get("type") in ("tool_use", "server_tool_use"):
+            a.blocks[repr(obj.get("index"))] = choice.tool(
+                ("block", obj.get("index")), block.get("name"), block.get("id")
+            )
+        else:
+            choice.add(_block_kind(block), block.get("text") or block.get("thinking"))
+    elif kind == "content_block_delta" and isinstance(obj.get("delta"), dict):
+        delta = obj["delta"]
+        if delta.get("type") == "input_json_delta":
+            index = obj.get("index")
+            part = a.blocks.get(repr(index)) or choice.tool(("block", index))
+            part.content += delta.get("partial_json") or ""
+        elif delta.get("type") == "thinking_delta":
+            choice.add("reasoning", delta.get("thinking"))
+        elif delta.get("type") == "text_delta":
+            choice.add("text", delta.get("text"))
+    elif kind == "message_delta":
+        delta = obj["delta"] if isinstance(obj.get("delta"), dict) else {}
+        if delta.get("stop_reason"):
+            choice.finish = str(delta["stop_reason"])
+        a.usage(obj.get("usage"), merge=True)  # cumulative: replace field by field
+
+
+def _anthropic_message(a: Assembly, obj: dict[str, Any]) -> None:
+    a.api("anthropic messages")
+    a.model(obj.get("model"))
+    a.usage(obj.get("usage"))
+    choice = a.s.choice(0)
+    for n, block in enumerate(obj["content"]):
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") in ("tool_use", "server_tool_use"):
+            part = choice.tool(("block", n), block.get("name"), block.get("id"))
+            part.content = json.dumps(block.get("input", {}), ensure_ascii=False)
+        else:
+            choice.add(_block_kind(block), block.get("text") or block.get("thinking"))
+    if obj.get("stop_reason"):
+        choice.finish = str(obj["stop_reason"])

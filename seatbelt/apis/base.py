@@ -4,7 +4,8 @@ One module per family (openai.py, anthropic.py, ...) defines one `ApiFamily` sub
 it knows everything family-specific: which flows are its own, where the credential
 is, the model / output limit / n of a request, how its responses are framed, which
 frames carry usage and how to read them, and its error shape. Everything generic
-(decoding, frame cutting, bounded buffering, estimation) lives outside the families.
+(decoding, frame cutting, bounded buffering, estimation) lives outside the families;
+how a family's frames read in the content view is its `assemble`.
 Adding an API = adding one module and listing it in `apis/__init__.py`.
 """
 
@@ -13,7 +14,10 @@ from __future__ import annotations
 import abc
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+if TYPE_CHECKING:
+    from seatbelt.apis.assembly import Assembly
 
 Framing = Literal["sse", "ndjson", "json", "json-array"]
 EndpointKind = Literal["metered", "free", "unmetered"]
@@ -150,6 +154,11 @@ class ApiFamily(abc.ABC):
     @abc.abstractmethod
     def error_body(self, error: ErrorShape) -> dict[str, Any]:
         """The refusal body in this family's own error shape."""
+
+    def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
+        """Content view: add one parsed frame of this family's responses to `a` and return
+        True, or False when the frame is not in this family's shape (the next one tries)."""
+        return False
 
 
 @dataclass

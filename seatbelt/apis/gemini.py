@@ -13,10 +13,12 @@ are valid proto JSON); errors are `google.rpc.Status` objects.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Mapping
 from urllib.parse import unquote
 
+from seatbelt.apis.assembly import Assembly
 from seatbelt.apis.base import (
     ApiFamily,
     BadRequestBody,
@@ -157,6 +159,13 @@ class Gemini(ApiFamily):
             }
         }
 
+    def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
+        """A GenerateContentResponse (whole, or one streamed chunk), for the content view."""
+        if not (isinstance(obj.get("candidates"), list) or "usageMetadata" in obj):
+            return False
+        _gemini(a, obj)
+        return True
+
 
 class GeminiUsageReader(UsageReader):
     """Each `usageMetadata` is a cumulative snapshot: the last one replaces the rest."""
@@ -191,3 +200,28 @@ class GeminiUsageReader(UsageReader):
             cached_tokens=usage_field(u, "cachedContentTokenCount", self),
             reasoning_tokens=thoughts,
         )
+
+
+# -- the content view's assembly (ApiFamily.assemble) --
+
+
+def _gemini(a: Assembly, obj: dict[str, Any]) -> None:
+    a.api("gemini")
+    a.model(obj.get("modelVersion"))
+    a.usage(obj.get("usageMetadata"))  # cumulative snapshots: the last one wins
+    for n, cand in enumerate(obj.get("candidates") or []):
+        if not isinstance(cand, dict):
+            continue
+        choice = a.s.choice(cand.get("index", n))
+        content = cand["content"] if isinstance(cand.get("content"), dict) else {}
+        for part in content.get("parts") or []:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("functionCall"), dict):
+                call = part["functionCall"]
+                tool = choice.tool(("call", len(choice._tools)), call.get("name"))
+                tool.content = json.dumps(call.get("args", {}), ensure_ascii=False)
+            else:
+                choice.add("reasoning" if part.get("thought") else "text", part.get("text"))
+        if cand.get("finishReason"):
+            choice.finish = str(cand["finishReason"])

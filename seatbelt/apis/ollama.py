@@ -15,12 +15,15 @@ Only the endpoints that spend tokens are routed: the rest of Ollama's API (`/api
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Mapping
 
+from seatbelt.apis.assembly import Assembly
 from seatbelt.apis.base import (
     ApiFamily,
     BadRequestBody,
+    EndpointKind,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -75,7 +78,7 @@ class Ollama(ApiFamily):
         method = method.upper()
         endpoint = "embed" if m.group(1).startswith("embed") else m.group(1)
         if method == "POST":
-            kind = "metered"
+            kind: EndpointKind = "metered"
         elif method in READ_ONLY:
             kind = "free"
         else:
@@ -108,6 +111,13 @@ class Ollama(ApiFamily):
     def error_body(self, error: ErrorShape) -> dict[str, Any]:
         return {"error": error.message}
 
+    def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
+        """One chat/generate object (NDJSON line or whole body), for the content view."""
+        if not ("done" in obj and ("message" in obj or "response" in obj)):
+            return False
+        _ollama(a, obj)
+        return True
+
 
 class OllamaUsageReader(UsageReader):
     """The object carrying the counts (the final `done: true` one) sets the usage whole."""
@@ -128,3 +138,24 @@ class OllamaUsageReader(UsageReader):
             prompt_tokens=usage_field(obj, "prompt_eval_count", self),
             completion_tokens=completion,
         )
+
+
+# -- the content view's assembly (ApiFamily.assemble) --
+
+
+def _ollama(a: Assembly, obj: dict[str, Any]) -> None:
+    a.api("ollama")
+    a.model(obj.get("model"))
+    choice = a.s.choice(0)
+    msg = obj["message"] if isinstance(obj.get("message"), dict) else {}
+    choice.add("reasoning", msg.get("thinking") or obj.get("thinking"))
+    choice.add("text", msg.get("content") or obj.get("response"))
+    calls = msg.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:  # from the wire: maybe not a list
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            tool = choice.tool(("call", len(choice._tools)), fn.get("name"))
+            tool.content = json.dumps(fn.get("arguments", {}), ensure_ascii=False)
+    if obj.get("done"):
+        choice.finish = str(obj.get("done_reason") or "stop")
+        a.usage({k: v for k, v in obj.items() if k.endswith(("_count", "_duration"))})

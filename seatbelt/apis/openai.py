@@ -9,12 +9,15 @@ The field-reading rules shared by every family live in `fields.py`.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Mapping
 from urllib.parse import unquote
 
+from seatbelt.apis.assembly import Assembly, Choice
 from seatbelt.apis.base import (
     ApiFamily,
+    EndpointKind,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -70,7 +73,7 @@ _ALWAYS_UNMETERED = frozenset({"realtime"})
 class OpenAI(ApiFamily):
     name = "openai"
     credential_headers = ("authorization", "api-key")
-    usage_markers = (b'"usage"',)
+    usage_markers: tuple[bytes, ...] = (b'"usage"',)
     output_text = OUTPUT_TEXT
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
@@ -82,7 +85,7 @@ class OpenAI(ApiFamily):
         for rx, endpoint in _METERED:
             if rx.search(p):
                 if method == "POST":
-                    kind = "metered"
+                    kind: EndpointKind = "metered"
                 elif method in READ_ONLY:
                     kind = "free"  # e.g. listing stored chat completions
                 else:
@@ -167,6 +170,16 @@ class OpenAI(ApiFamily):
 
 # OpenAI's reasoning models, by the names OpenAI and Azure deployments use. Prefixed
 # names ("openai/o3") are gateway spellings (OpenRouter, LiteLLM), which take max_tokens.
+
+    def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
+        """Chat, chat chunks, legacy completions and embeddings, for the content view."""
+        if isinstance(obj.get("choices"), list):
+            _openai(a, obj)
+        elif obj.get("object") == "list" and isinstance(obj.get("data"), list):
+            _embeddings(a, obj)
+        else:
+            return False
+        return True
 _REASONING = re.compile(r"^(?:o\d|gpt-5|codex)", re.IGNORECASE)
 
 
@@ -220,3 +233,59 @@ class OpenAIUsageReader(UsageReader):
             cache_write_tokens=cache_write,
             reasoning_tokens=usage_field(completion_details, "reasoning_tokens", self),
         )
+
+
+# -- the content view's assembly (ApiFamily.assemble) --
+
+
+def _openai(a: Assembly, obj: dict[str, Any]) -> None:
+    a.model(obj.get("model"))
+    if obj.get("usage"):
+        a.usage(obj["usage"])
+    for c in obj["choices"]:
+        if not isinstance(c, dict):
+            continue
+        choice = a.s.choice(c.get("index", 0))
+        if isinstance(c.get("delta"), dict):
+            a.api("openai chat")
+            _openai_message(a, choice, c["delta"], streamed=True)
+        elif isinstance(c.get("message"), dict):
+            a.api("openai chat")
+            _openai_message(a, choice, c["message"], streamed=False)
+        elif "text" in c:
+            a.api("openai completions")
+            choice.add("text", c.get("text"))
+        if c.get("finish_reason"):
+            choice.finish = str(c["finish_reason"])
+    a.api("openai")
+
+
+def _openai_message(a: Assembly, choice: Choice, m: dict[str, Any], *, streamed: bool) -> None:
+    choice.add("reasoning", m.get("reasoning_content") or m.get("reasoning"))
+    choice.add("text", m.get("content"))
+    choice.add("refusal", m.get("refusal"))
+    calls = m.get("tool_calls") or []
+    if isinstance(m.get("function_call"), dict):
+        calls = [{"index": "function_call", "function": m["function_call"]}]
+    for n, call in enumerate(calls if isinstance(calls, list) else []):
+        if not isinstance(call, dict):
+            continue
+        fn = call["function"] if isinstance(call.get("function"), dict) else {}
+        key = call.get("index", n) if streamed else n
+        part = choice.tool(key, fn.get("name"), call.get("id"))
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            part.content += args
+        elif args is not None:
+            part.content += json.dumps(args, ensure_ascii=False)
+
+
+def _embeddings(a: Assembly, obj: dict[str, Any]) -> None:
+    vectors = [d for d in obj["data"] if isinstance(d, dict) and "embedding" in d]
+    if not vectors:
+        return
+    a.api("openai embeddings")
+    a.model(obj.get("model"))
+    a.usage(obj.get("usage"))
+    first = vectors[0]["embedding"]
+    a.s.embeddings = (len(vectors), len(first) if isinstance(first, list) else 0)

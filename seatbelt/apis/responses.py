@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from seatbelt.apis.base import RequestFacts, Route, UnmeteredRequest, UsageReader
+from seatbelt.apis.assembly import Assembly, Choice
+from seatbelt.apis.base import EndpointKind, RequestFacts, Route, UnmeteredRequest, UsageReader
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
@@ -51,7 +52,7 @@ class Responses(OpenAI):
         method = method.upper()
         rest = m.group(1)
         if rest is None:
-            kind = "metered" if method == "POST" else "free" if method in READ_ONLY \
+            kind: EndpointKind = "metered" if method == "POST" else "free" if method in READ_ONLY \
                 else "unmetered"
         elif method in READ_ONLY or method == "DELETE":
             kind = "free"  # a stored response, its input items, or a resumed stream
@@ -85,6 +86,18 @@ class Responses(OpenAI):
     def new_usage_reader(self, route: Route) -> UsageReader:
         return ResponsesUsageReader()
 
+    def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
+        """Response events and whole Response objects, for the content view; nothing
+        else (chat shapes are OpenAI's, assembled there)."""
+        kind = obj.get("type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            _responses_event(a, kind, obj)
+        elif obj.get("object") == "response" and isinstance(obj.get("output"), list):
+            _responses_object(a, obj)
+        else:
+            return False
+        return True
+
 
 class ResponsesUsageReader(OpenAIUsageReader):
     """A stream's terminal event wraps the Response; a buffered body is the Response."""
@@ -93,3 +106,67 @@ class ResponsesUsageReader(OpenAIUsageReader):
         if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
             obj = obj["response"]
         super().feed(obj)
+
+
+# -- the content view's assembly (ApiFamily.assemble) --
+
+
+def _responses_finish(resp: dict[str, Any]) -> str | None:
+    status = resp.get("status")
+    details = resp.get("incomplete_details")
+    if isinstance(details, dict) and details.get("reason"):
+        return f"{status}: {details['reason']}"
+    return str(status) if status else None
+
+
+def _responses_event(a: Assembly, kind: str, obj: dict[str, Any]) -> None:
+    a.api("openai responses")
+    choice = a.s.choice(0)
+    if kind == "response.output_text.delta":
+        choice.add("text", obj.get("delta"))
+    elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+        choice.add("reasoning", obj.get("delta"))
+    elif kind == "response.refusal.delta":
+        choice.add("refusal", obj.get("delta"))
+    elif kind == "response.output_item.added" and isinstance(obj.get("item"), dict):
+        item = obj["item"]
+        if item.get("type") == "function_call":
+            a.items[repr(item.get("id"))] = choice.tool(
+                ("item", item.get("id")), item.get("name"), item.get("call_id")
+            )
+    elif kind == "response.function_call_arguments.delta":
+        item_id = obj.get("item_id")
+        part = a.items.get(repr(item_id)) or choice.tool(("item", item_id))
+        part.content += obj.get("delta") or ""
+    elif isinstance(obj.get("response"), dict):
+        resp = obj["response"]
+        a.model(resp.get("model"))
+        a.usage(resp.get("usage"))
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            choice.finish = _responses_finish(resp)
+            if not choice.parts:
+                _responses_output(a, choice, resp.get("output"))
+
+
+def _responses_object(a: Assembly, obj: dict[str, Any]) -> None:
+    a.api("openai responses")
+    a.model(obj.get("model"))
+    a.usage(obj.get("usage"))
+    choice = a.s.choice(0)
+    _responses_output(a, choice, obj.get("output"))
+    choice.finish = _responses_finish(obj)
+
+
+def _responses_output(a: Assembly, choice: Choice, output: Any) -> None:
+    for n, item in enumerate(output if isinstance(output, list) else []):
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            part = choice.tool(("item", item.get("id", n)), item.get("name"),
+                               item.get("call_id"))
+            part.content = str(item.get("arguments") or "")
+        for piece in item.get("content") or item.get("summary") or []:
+            if isinstance(piece, dict):
+                kind = "reasoning" if item.get("type") == "reasoning" else "text"
+                choice.add("refusal" if piece.get("type") == "refusal" else kind,
+                           piece.get("text") or piece.get("refusal"))

@@ -92,14 +92,14 @@ def resolve_target(policy: Policy, text: str) -> Target:
         if key is None:
             raise OperatorError(f"no key {name!r} in policy {policy.path}; name a key id or "
                                 "account:ID (./run.sh report lists them)")
-        usd = policy.usd_caps_for(key)
+        usd_caps = policy.usd_caps_for(key)
         return Target("key", key.id, key.account, policy.caps_for(key)[0],
-                      usd[0] if usd else None)
+                      usd_caps[0] if usd_caps else None)
     if kind == "account":
         account = policy.accounts.get(name)
         if account is None:
             raise OperatorError(f"no account {name!r} in policy {policy.path}")
-        usd = None
+        usd: Cap | None = None
         for key in policy.keys:
             caps = policy.usd_caps_for(key) if key.account == name else []
             if caps:

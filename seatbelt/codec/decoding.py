@@ -167,7 +167,9 @@ class _Zstd(_Stage):
     def __init__(self) -> None:
         self.out = _WriterSink()
         dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-        self.w = dctx.stream_writer(self.out, write_size=PIECE, write_return_read=True)
+        # _WriterSink has the one method the writer calls (write), not all of IO[bytes].
+        self.w = dctx.stream_writer(self.out, write_size=PIECE,  # type: ignore[arg-type]
+                                    write_return_read=True)
 
     def feed(self, data: bytes, sink: Sink) -> None:
         self.out.sink = sink
@@ -199,7 +201,9 @@ class _Chain:
     def finish(self, sink: Sink) -> bool:
         clean = True
         for i, stage in enumerate(self.stages):
-            clean = stage.finish(lambda piece, i=i: self.feed(piece, sink, i + 1)) and clean
+            def onward(piece: bytes, i: int = i) -> None:
+                self.feed(piece, sink, i + 1)
+            clean = stage.finish(onward) and clean
         return clean
 
 

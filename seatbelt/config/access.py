@@ -26,7 +26,6 @@ the client's address. No client header is read for identity.
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import os
 import re
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
 import yaml
+
+from seatbelt.config import checks
 
 KEY_FIELDS = (
     "enforce", "over_cap", "min_output", "models", "disabled",
@@ -45,8 +46,6 @@ ACCOUNT_FIELDS = ("enforce", "over_cap", "min_output", "models", "disabled")
 DEFAULT_MIN_OUTPUT = 64
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HOST = re.compile(r"^(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$|^[0-9a-f:.]+$")
 _USER = re.compile(r"^[^\s:]{1,128}$")
 _IDENTITY_FIELDS = ("proxy_auth_user", "client_cert_sha256", "client_cidr")
 
@@ -124,7 +123,7 @@ class Effective:
 
     def model_allowed(self, model: str | None) -> bool:
         for allowed in self.model_lists:
-            if model is None or not any(fnmatch.fnmatchcase(model, p) for p in allowed):
+            if model is None or not checks.glob_matches(allowed, model):
                 return False
         return True
 
@@ -146,14 +145,7 @@ def effective(key: Access, account: Access) -> Effective:
     )
 
 
-def host_allowed(patterns: Iterable[str], host: str) -> bool:
-    h = host.lower().rstrip(".").strip("[]")
-    for p in patterns:
-        if p.startswith("*.") and h.endswith(p[1:]):
-            return True
-        if h == p:
-            return True
-    return False
+host_allowed = checks.any_host_matches  # (patterns, host): the one host matcher
 
 
 # -- identities -------------------------------------------------------------------------------
@@ -245,20 +237,15 @@ def parse(loader: Any, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: st
     def node(name: str) -> yaml.Node:
         return fields[name][1]
 
-    def boolean(name: str) -> bool | None:
-        value = loader.scalar(node(name), f"{where}.{name}")
-        if not isinstance(value, bool):
-            raise loader.fail(node(name), f"{where}.{name}", "must be true or false",
-                              f"write `{name}: true` or `{name}: false`")
-        return value
+    def boolean(name: str) -> bool:
+        return bool(loader.boolean(node(name), f"{where}.{name}",
+                                   f"write `{name}: true` or `{name}: false`"))
 
     def strings(name: str, check: Any, what: str, example: str,
                 norm: Any = str.strip) -> tuple[str, ...]:
         n = node(name)
-        is_list = isinstance(n, yaml.SequenceNode)
         out = []
-        for j, item in enumerate(n.value if is_list else [n]):
-            at = f"{where}.{name}" + (f"[{j}]" if is_list else "")
+        for item, at in loader.items(n, f"{where}.{name}"):
             value = loader.scalar(item, at)
             if not isinstance(value, str) or not check(norm(value)):
                 raise loader.fail(item, at, f"must be {what}", f"write e.g. {example}")
@@ -293,10 +280,10 @@ def parse(loader: Any, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: st
         values["models"] = strings("models", lambda v: bool(v) and v.isprintable(),
                                    "a model name or a list of them", "`models: [gpt-4o-mini]`")
     if "upstream_hosts" in fields:
-        hosts = strings("upstream_hosts", lambda v: bool(_HOST.match(v.lower())),
+        hosts = strings("upstream_hosts", checks.is_host,
                         "a host name or a list of them (no scheme, port or path)",
                         "`upstream_hosts: [api.openai.com]`")
-        values["upstream_hosts"] = tuple(h.lower().rstrip(".") for h in hosts)
+        values["upstream_hosts"] = tuple(checks.norm_host(h) for h in hosts)
     if "upstream_credential_env" in fields:
         n = node("upstream_credential_env")
         at = f"{where}.upstream_credential_env"
@@ -325,7 +312,7 @@ def parse(loader: Any, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: st
                                              "`proxy_auth_user: alice`")
     if "client_cert_sha256" in fields:
         values["client_cert_sha256"] = strings(
-            "client_cert_sha256", lambda v: bool(_HEX64.match(v)),
+            "client_cert_sha256", lambda v: bool(checks.SHA256.match(v)),
             "a certificate's SHA-256 (64 hex) or a list of them",
             "the output of `openssl x509 -noout -fingerprint -sha256 -in CERT`",
             norm=lambda v: v.strip().lower().replace(":", ""))

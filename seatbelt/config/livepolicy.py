@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from seatbelt.config.policy import Policy, PolicyError, policy_from_text
+from seatbelt.config.policy import Policy, PolicyError, policy_from_text, read_policy_file
 from seatbelt.records.audit import AUDIT_FIELDS, audit_record
 from seatbelt.runtime import Runtime
 
@@ -55,14 +55,7 @@ def _stat(path: str) -> tuple[int, int, int] | None:
 def read_policy(path: str, *, hashes_only: bool) -> tuple[Policy, Seen]:
     """Read once, hash and parse exactly those bytes; PolicyError on any problem."""
     stat = _stat(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        text = data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise PolicyError(path, None, "file", f"cannot read the policy ({reason})",
-                          "point seatbelt_policy at a readable UTF-8 YAML file") from None
+    data, text = read_policy_file(path)
     seen = Seen(stat, hashlib.sha256(data).hexdigest())
     try:
         return policy_from_text(path, text, hashes_only=hashes_only), seen

@@ -29,7 +29,6 @@ back `./run.sh check` and `./run.sh hash`.
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import hashlib
 import json
 import re
@@ -44,6 +43,7 @@ import yaml
 from seatbelt.apis import API_PATHS, NOT_AN_API
 from seatbelt.apis.fields import norm_path
 from seatbelt.config import access as access_mod
+from seatbelt.config import checks
 from seatbelt.config.access import NO_ACCESS, Access
 from seatbelt.ledger.base import Cap, Window
 from seatbelt.usd.pricing import PRICE_FIELDS, Price, PriceError, make_price, usd_to_micro
@@ -72,9 +72,7 @@ _ACCOUNT_FIELDS = ("cap", "window", "cap_usd", "window_usd", *access_mod.ACCOUNT
 _MODEL_FIELDS = ("max_output",)
 _ROUTE_FIELDS = ("host", "path", "api", "stream_options")
 _ROUTE_SETTINGS = ("api", "stream_options")
-_HOST = re.compile(r"^(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?$|^\[[0-9a-f:.]+\]$")
 _WINDOW_NAMES = ("balance", "daily", "monthly")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PLAIN_WORD = re.compile(r"^[a-z_]{1,30}$")  # safe to echo: no credential looks like this
 _MAX_ID_LEN = 128
 
@@ -136,14 +134,9 @@ class RouteRule:
     line: int
 
     def matches(self, host: str, path: str) -> bool:
-        if self.host is not None:
-            h = host.lower().rstrip(".")
-            if self.host.startswith("*."):
-                if not h.endswith(self.host[1:]):
-                    return False
-            elif h != self.host:
-                return False
-        return self.path is None or fnmatch.fnmatchcase(norm_path(path), self.path)
+        if self.host is not None and not checks.host_matches(self.host, host):
+            return False
+        return self.path is None or checks.glob_matches((self.path,), norm_path(path))
 
 
 @dataclass(frozen=True)
@@ -260,18 +253,21 @@ def load_policy(path: str, *, hashes_only: bool = False) -> Policy:
 
     hashes_only (option seatbelt_hashes_only): a plain `credential:` is an error, not a
     warning."""
+    return policy_from_text(path, read_policy_file(path)[1], hashes_only=hashes_only)
+
+
+def read_policy_file(path: str) -> tuple[bytes, str]:
+    """(bytes, UTF-8 text) of the policy file; PolicyError (one line) if unreadable."""
     try:
         with open(path, "rb") as f:
-            text = f.read().decode("utf-8")
+            data = f.read()
+        return data, data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
         raise PolicyError(
             path, None, "file", f"cannot read the policy ({reason})",
             "point seatbelt_policy at a readable UTF-8 YAML file",
         ) from None
-    loader = _Loader(path)
-    loader.hashes_only = hashes_only
-    return loader.load(text)
 
 
 def policy_from_text(path: str, text: str, *, hashes_only: bool = False) -> Policy:
@@ -391,6 +387,18 @@ class _Loader:
 
     # -- typed values --
 
+    def boolean(self, node: yaml.Node, where: str, fix: str) -> bool:
+        value = self.scalar(node, where)
+        if not isinstance(value, bool):
+            raise self.fail(node, where, f"must be true or false, got {_describe(node)}", fix)
+        return value
+
+    def items(self, node: yaml.Node, where: str) -> list[tuple[yaml.Node, str]]:
+        """A field that takes one value or a list of them: (node, where) per value."""
+        if isinstance(node, yaml.SequenceNode):
+            return [(item, f"{where}[{j}]") for j, item in enumerate(node.value)]
+        return [(node, where)]
+
     def integer(self, node: yaml.Node, where: str, *, minimum: int, what: str) -> int:
         value = self.scalar(node, where)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -467,18 +475,15 @@ class _Loader:
 
         require_auth = True
         if "require_auth" in top:
-            node = top["require_auth"][1]
-            require_auth = self.scalar(node, "require_auth")
-            if not isinstance(require_auth, bool):
-                raise self.fail(node, "require_auth", f"must be true or false, got "
-                                f"{_describe(node)}", "write `require_auth: true` or `false`")
+            require_auth = self.boolean(top["require_auth"][1], "require_auth",
+                                        "write `require_auth: true` or `false`")
 
         fallback = DEFAULT_FALLBACK_MAX_OUTPUT
         if "fallback_max_output" in top:
             fallback = self.integer(top["fallback_max_output"][1], "fallback_max_output",
                                     minimum=1, what="a positive integer")
 
-        unmetered = "refuse"
+        unmetered: Literal["refuse", "allow"] = "refuse"
         if "unmetered_endpoints" in top:
             node = top["unmetered_endpoints"][1]
             unmetered = self.scalar(node, "unmetered_endpoints")
@@ -501,7 +506,7 @@ class _Loader:
             self.warnings.append(f"{self.path}: keys: no keys; every LLM request will be "
                                  "refused with 401")
 
-        canonical = {
+        canonical: dict[str, Any] = {
             "version": 1,
             "require_auth": require_auth,
             "fallback_max_output": fallback,
@@ -514,11 +519,11 @@ class _Loader:
                      for k in keys],
             "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
-        if prices or any(e.cap_usd is not None for e in (*keys, *accounts.values())):
+        holders: list[Key | Account] = [*sorted(accounts.values(), key=lambda a: a.id), *keys]
+        if prices or any(e.cap_usd is not None for e in holders):
             canonical["usd"] = {  # absent without USD budgets: older digests stay the same
                 "prices": {m: p.label() for m, p in sorted(prices.items())},
-                "caps": [[e.id, e.cap_usd, e.window_usd.label()] for e in
-                         (*sorted(accounts.values(), key=lambda a: a.id), *keys)],
+                "caps": [[e.id, e.cap_usd, e.window_usd.label()] for e in holders],
             }
         digest = hashlib.sha256(
             json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
@@ -631,10 +636,10 @@ class _Loader:
         host = path = api = stream_options = None
         if "host" in values:
             node, value = values["host"]
-            if not isinstance(value, str) or not _HOST.match(value.strip().lower()):
+            if not isinstance(value, str) or not checks.is_host(value):
                 raise self.fail(node, f"{where}.host", "must be a host name (no scheme, port "
                                 "or path)", "write e.g. `api.example.com` or `*.example.com`")
-            host = value.strip().lower().rstrip(".")
+            host = checks.norm_host(value)
         if "path" in values:
             node, value = values["path"]
             if not isinstance(value, str) or not value.strip().startswith(("/", "*")):
@@ -656,12 +661,10 @@ class _Loader:
                                 f"{hint}write one of: {', '.join(names)}")
             api = value
         if "stream_options" in values:
-            node, value = values["stream_options"]
-            if not isinstance(value, bool):
-                raise self.fail(node, f"{where}.stream_options", f"must be true or false, got "
-                                f"{_describe(node)}", "write `stream_options: false` to never "
-                                "add stream_options on these routes")
-            stream_options = value
+            stream_options = self.boolean(values["stream_options"][0],
+                                          f"{where}.stream_options",
+                                          "write `stream_options: false` to never add "
+                                          "stream_options on these routes")
         if host is None and path is None:
             raise self.fail(item, where, "the rule names neither host nor path",
                             "add `host:` and/or `path:` to say where it applies")
@@ -747,13 +750,10 @@ class _Loader:
         for form in ("credential_sha256", "credential"):
             if form not in fields:
                 continue
-            node = fields[form][1]
-            values = node.value if isinstance(node, yaml.SequenceNode) else [node]
-            for j, value_node in enumerate(values):
-                at = f"{where}.{form}" + (f"[{j}]" if isinstance(node, yaml.SequenceNode) else "")
+            for value_node, at in self.items(fields[form][1], f"{where}.{form}"):
                 value = self.scalar(value_node, at)
                 if form == "credential_sha256":
-                    if not isinstance(value, str) or not _SHA256.match(value):
+                    if not isinstance(value, str) or not checks.SHA256.match(value):
                         raise self.fail(value_node, at, "must be 64 lowercase hex characters "
                                         "(a SHA-256)", "write the output of "
                                         "`printf %s 'CREDENTIAL' | sha256sum` (or ./run.sh hash)")

@@ -71,7 +71,7 @@ from .base import (
 )
 from .retry import Unfinished
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seatbelt")
 
 SCHEMA_VERSION = "1"
 TEST_CLOCK_ENV = "SEATBELT_TEST_CLOCK"

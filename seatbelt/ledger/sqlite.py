@@ -72,7 +72,7 @@ from .base import (
 )
 from .liveness import LivenessLock
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seatbelt")
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from seatbelt.admission import estimate
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
-from seatbelt.ledger.base import Cap, Ledger, UsageSource
+from seatbelt.ledger.base import Cap, FinishAction, Ledger, UsageSource
 from seatbelt.usd.pricing import Price
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class Meter:
 class Outcome:
     """What a finished request is charged, and how it is reported."""
 
-    action: str  # "settle" | "release"
+    action: FinishAction
     prompt_tokens: int | None
     completion_tokens: int | None
     usage: Usage

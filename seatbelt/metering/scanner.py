@@ -4,7 +4,9 @@ It forwards every chunk at once and unchanged while it reads, from a decoded *co
 the token usage the upstream reports, how much output text went by (for an estimate
 when no usage comes) and when the first output arrived. Family modules say what a
 usage frame looks like; everything here is generic: content decoding, frame cutting
-(SSE, NDJSON, one JSON document, a JSON array streamed in pieces) and bounded memory.
+(SSE, NDJSON, one JSON document, a JSON array streamed in pieces; the boundaries, SSE
+payloads and error reading are seatbelt/codec/framing.py's, shared with the content view)
+and bounded memory. Hiding the injected usage frame is FrameHider's, composed here.
 
 Speed: frames are not JSON-parsed one by one. Each batch of complete frames is searched
 in C (regex / bytes.find) for the output text and for the few markers a usage or error
@@ -20,7 +22,9 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
+from seatbelt.codec import framing as frames
 from seatbelt.codec.decoding import StreamDecoder
+from seatbelt.codec.framing import error_of
 
 MAX_FRAME = 1 << 20  # an SSE/NDJSON frame longer than this is scanned through windows
 DOC_HEAD = 1 << 20  # a JSON document up to this size is parsed whole
@@ -60,34 +64,6 @@ def _decoded_len(raw: bytes) -> int:
         return len(json.loads(b'"' + raw + b'"', strict=False))
     except (ValueError, RecursionError):
         return len(raw.decode("utf-8", "replace"))
-
-
-def error_of(obj: Any) -> str | None:
-    """A short description of an error object sent inside a 2xx body, else None.
-
-    Covers OpenAI-style `{"error": {...}}`, Anthropic `{"type": "error", ...}`,
-    Ollama `{"error": "..."}`, Gemini array elements `{"error": {...}}` and the Responses
-    API's `{"type": "error", "code", "message"}` and `response.failed` events.
-    """
-    if not isinstance(obj, dict):
-        return None
-    err = obj.get("error")
-    if err in (None, False, "", {}):
-        inner = obj.get("response")
-        if obj.get("type") == "response.failed" and isinstance(inner, dict):
-            err = inner.get("error") or "response.failed"
-        elif obj.get("type") != "error":
-            return None
-        elif "message" in obj:
-            err = {"code": obj.get("code"), "message": obj.get("message")}
-        else:
-            err = "error"
-    if isinstance(err, dict):
-        kind = err.get("type") or err.get("status") or err.get("code") or "error"
-        text = f"{kind}: {err.get('message', '')}"
-    else:
-        text = str(err)
-    return text[:200]
 
 
 class _Doc:
@@ -173,33 +149,10 @@ class _LineFramer(_Framer):
         self.pos = 0  # stream offset of `pending`
         self.big: _Doc | None = None
         self.big_tail = b""  # last bytes of a big frame: its end may straddle pieces
-
-    def _first_end(self, buf: bytes, start: int) -> int:
-        """Offset just past the first frame separator at or after start, or -1."""
-        if not self.sse:
-            i = buf.find(b"\n", start)
-            return i + 1 if i >= 0 else -1
-        # Line by line: searching for each separator kind on its own scanned to the end
-        # of the batch for the kind a stream does not use (quadratic over many frames).
-        n = len(buf)
-        j = buf.find(b"\n", start)
-        while j >= 0:
-            if j + 1 < n and buf[j + 1] == 10:  # \n\n
-                return j + 2
-            if j + 2 < n and buf[j + 1] == 13 and buf[j + 2] == 10:  # \n\r\n
-                return j + 3
-            j = buf.find(b"\n", j + 1)
-        return -1
-
-    def _frame_start(self, buf: bytes, i: int) -> int:
-        if not self.sse:
-            return buf.rfind(b"\n", 0, i) + 1
-        j = buf.rfind(b"\n", 0, i)  # the last \n of a separator ending at or before i
-        while j > 0:
-            if buf[j - 1] == 10 or (j > 1 and buf[j - 1] == 13 and buf[j - 2] == 10):
-                return j + 1
-            j = buf.rfind(b"\n", 0, j)
-        return 0
+        # Frame boundaries (seatbelt/codec/framing.py), bound once per response.
+        self._first_end = frames.sse_first_end if sse else frames.line_first_end
+        self._frame_start = frames.sse_frame_start if sse else frames.line_frame_start
+        self._last_end = frames.sse_last_end if sse else frames.line_last_end
 
     def feed(self, data: bytes) -> None:
         if self.big is not None:
@@ -208,12 +161,7 @@ class _LineFramer(_Framer):
                 self.feed(data)
             return
         buf = self.pending + data if self.pending else data
-        if self.sse:
-            a = buf.rfind(b"\n\n")
-            b = buf.rfind(b"\n\r\n", max(a, 0))  # only one after `a` can end later
-            cut = a + 2 if a > b else (b + 3 if b >= 0 else 0)  # past the last separator
-        else:
-            cut = buf.rfind(b"\n") + 1
+        cut = self._last_end(buf)  # past the last separator
         if cut:
             self.sc._region(buf if cut == len(buf) else buf[:cut], self.pos, self)
             self.pos += cut
@@ -261,24 +209,7 @@ class _LineFramer(_Framer):
         if not self.sse:
             line = frame.strip()
             return (line or None), None
-        data: list[bytes] = []
-        err = None
-        for line in frame.split(b"\n"):
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line or line[:1] == b":":
-                continue
-            name, _, value = line.partition(b":")
-            if value[:1] == b" ":
-                value = value[1:]
-            if name == b"data":
-                data.append(value)
-            elif name == b"error":  # llama.cpp's non-standard error field
-                err = value.decode("utf-8", "replace")[:200] or "error"
-        joined = b"\n".join(data)
-        if not joined.strip() or joined.strip() == b"[DONE]":
-            return None, err
-        return joined, err
+        return frames.sse_payload(frame)
 
 
 class _JsonFramer(_Framer):
@@ -294,63 +225,26 @@ class _JsonFramer(_Framer):
         self.doc.end()
 
 
-_OUT = re.compile(rb'[{}\[\]"]')
-_IN = re.compile(rb'["\\]')
-
-
 class _ArrayFramer(_Framer):
     """A top-level JSON array delivered in pieces (Gemini without alt=sse): each element
-    object is cut out by tracking brace depth outside strings and scanned as a document."""
+    object (cut out by seatbelt/codec/framing.py's ArraySplitter) is scanned as a document."""
 
     def __init__(self, sc: Scanner) -> None:
         self.sc = sc
-        self.depth = 0
-        self.in_array = False
-        self.in_str = False
-        self.skip = 0  # an escape's second byte falls in the next piece
+        self.split = frames.ArraySplitter()
         self.doc: _Doc | None = None
 
     def feed(self, data: bytes) -> None:
-        n = len(data)
-        i = self.skip
-        self.skip = 0
-        start = 0 if self.doc is not None else -1
-        while i < n:
-            if self.in_str:
-                m = _IN.search(data, i)
-                if m is None:
-                    break
-                if data[m.start()] == 0x5C:  # backslash: skip the escaped byte
-                    i = m.end() + 1
-                    if i > n:
-                        self.skip = i - n
-                    continue
-                self.in_str = False
-                i = m.end()
-                continue
-            m = _OUT.search(data, i)
-            if m is None:
-                break
-            j, i = m.start(), m.end()
-            c = data[j]
-            if c == 0x22:  # "
-                self.in_str = True
-            elif c in (0x7B, 0x5B):  # { [
-                if self.depth == 0 and c == 0x5B:
-                    self.in_array = True
-                elif c == 0x7B and self.depth == (1 if self.in_array else 0):
-                    self.doc, start = _Doc(self.sc), j
-                self.depth += 1
-            else:
-                self.depth = max(0, self.depth - 1)
-                if self.doc is not None and self.depth == (1 if self.in_array else 0):
-                    self.doc.feed(data[start:i])
-                    doc, self.doc, start = self.doc, None, -1
-                    doc.end()
-                if self.depth == 0:
-                    self.in_array = False
-        if self.doc is not None and start >= 0:
-            self.doc.feed(data[start:])
+        spans, open_at = self.split.feed(data)
+        for start, end in spans:
+            doc = self.doc or _Doc(self.sc)  # an element begun in an earlier piece goes on
+            self.doc = None
+            doc.feed(data[start:end])
+            doc.end()
+        if open_at is not None:
+            if self.doc is None:
+                self.doc = _Doc(self.sc)
+            self.doc.feed(data[open_at:])
 
     def end(self) -> None:
         if self.doc is not None:
@@ -378,6 +272,62 @@ def read_whole(framing: str, headers: Mapping[str, str], streaming: object) -> b
         return False
     length = headers.get("content-length", "")
     return length.isdigit() and len(length) <= 8 and int(length) <= READ_WHOLE_LIMIT
+
+
+class FrameHider:
+    """Hides the injected usage frame from a client that did not ask for it.
+
+    It holds the bytes of an uncompressed SSE stream until the scanner has seen their
+    frames complete (`safe`), and returns them minus the frames marked with `cut`. Only
+    an incomplete trailing frame is held back, and at most HOLD_LIMIT bytes of it: a
+    longer frame cannot be a usage-only frame and is let through. It does no scanning:
+    the Scanner composes it and tells it where frames end and which are injected.
+    """
+
+    def __init__(self) -> None:
+        self.held = bytearray()  # bytes received, not yet returned
+        self.held_at = 0  # stream offset of held[0]
+        self.cuts: list[tuple[int, int]] = []  # injected frames, stream offsets
+
+    @property
+    def end(self) -> int:
+        """Stream offset just past the last byte received."""
+        return self.held_at + len(self.held)
+
+    def hold(self, chunk: bytes) -> None:
+        self.held += chunk
+
+    def holds(self, start: int) -> bool:
+        """Is a frame starting at this stream offset still wholly held back?"""
+        return start >= self.held_at
+
+    def cut(self, start: int, end: int) -> None:
+        self.cuts.append((start, end))
+
+    def release(self, safe: int) -> bytes:
+        """What may go to the client now that frames are complete up to offset `safe`."""
+        if self.end - safe > HOLD_LIMIT:
+            safe = self.end  # too long to be a usage-only frame: let it through
+        return self._release(safe)
+
+    def release_all(self) -> bytes:
+        return self._release(self.end)
+
+    def _release(self, upto: int) -> bytes:
+        """Return held bytes up to stream offset `upto`, minus the injected frames."""
+        n = upto - self.held_at
+        if n <= 0:
+            return b""
+        out = bytearray()
+        at = self.held_at
+        for start, end in self.cuts:
+            out += self.held[at - self.held_at : start - self.held_at]
+            at = end
+        out += self.held[at - self.held_at : n]
+        self.cuts = []
+        del self.held[:n]
+        self.held_at = upto
+        return bytes(out)
 
 
 class Scanner:
@@ -438,7 +388,7 @@ class Scanner:
             self._framer = _ArrayFramer(self)
         else:
             self._framer = _JsonFramer(self)
-        self._hide = (
+        hide = (
             hide_injected_usage
             and self.framing == "sse"
             and self._decoder.identity
@@ -454,11 +404,9 @@ class Scanner:
         # until output_chars is read: with reported usage nobody reads it on the hot path.
         # Edges (stream offsets) of those regions, contiguous; only for unedited raw bytes.
         self._deferred: list[int] = []
-        self._defer_text = self._identity and not self._hide
-        self._held = bytearray()  # hiding: bytes received, not yet returned
-        self._held_at = 0  # stream offset of _held[0]
+        self._hider = FrameHider() if hide else None
+        self._defer_text = self._identity and not hide
         self._safe = 0  # stream offset up to which frames are complete
-        self._cuts: list[tuple[int, int]] = []  # hiding: injected frames, stream offsets
 
     # -- results -------------------------------------------------------------------
 
@@ -520,8 +468,8 @@ class Scanner:
             out = self._finish()
             return out or b""
         self.bytes_in += len(chunk)
-        if self._hide:
-            out = self._hide_feed(chunk)
+        if self._hider is not None:
+            out = self._hide_feed(self._hider, chunk)
             self._keep(out)
             return out if out else []  # never b"" mid-stream: it would end the body
         kept = self._kept
@@ -600,9 +548,9 @@ class Scanner:
                 self._framer.end()
         except Exception as e:
             self._fail(e)
-        if not self._hide:
+        if self._hider is None:
             return b""
-        out = self._release(self._held_at + len(self._held))
+        out = self._hider.release_all()
         self._keep(out)
         return out
 
@@ -619,37 +567,17 @@ class Scanner:
 
     # -- hiding the injected usage frame -------------------------------------------
 
-    def _hide_feed(self, chunk: bytes) -> bytes:
-        self._held += chunk
+    def _hide_feed(self, hider: FrameHider, chunk: bytes) -> bytes:
+        hider.hold(chunk)
         try:
             if self.scan_error is None:
                 self._decoder.feed(chunk)
         except Exception as e:
             self._fail(e)
         if self.scan_error is not None:  # scanning broke: stop editing, forward all
-            self._hide = False
-            return self._release(self._held_at + len(self._held))
-        upto = self._safe
-        if self._held_at + len(self._held) - upto > HOLD_LIMIT:
-            # Too long to be a usage-only frame: let the incomplete frame through.
-            upto = self._held_at + len(self._held)
-        return self._release(upto)
-
-    def _release(self, upto: int) -> bytes:
-        """Return held bytes up to stream offset `upto`, minus the injected frames."""
-        n = upto - self._held_at
-        if n <= 0:
-            return b""
-        out = bytearray()
-        at = self._held_at
-        for start, end in self._cuts:
-            out += self._held[at - self._held_at : start - self._held_at]
-            at = end
-        out += self._held[at - self._held_at : n]
-        self._cuts = []
-        del self._held[:n]
-        self._held_at = upto
-        return bytes(out)
+            self._hider = None
+            return hider.release_all()
+        return hider.release(self._safe)
 
     # -- scanning ------------------------------------------------------------------
 
@@ -734,8 +662,9 @@ class Scanner:
         obj = self._parse(data)
         # Only a frame still wholly held back can be cut out; one already partly let
         # through (it was too long to be a usage-only frame) is left alone.
-        if self._hide and start >= self._held_at and self.family.is_injected_usage_frame(obj):
-            self._cuts.append((start, end))
+        hider = self._hider
+        if hider is not None and hider.holds(start) and self.family.is_injected_usage_frame(obj):
+            hider.cut(start, end)
 
     def _parse(self, data: bytes) -> Any:
         """Parse one frame or document and feed it to the usage reader and error check."""

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("seatbelt")
 
 AUDIT_FIELDS: tuple[str, ...] = (
     "ts",

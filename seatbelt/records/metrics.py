@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("seatbelt")
 
 # `*_created` series would double every counter and histogram in the text format and show up
 # as gauge families the contract does not list; seatbelt is the only exporter in the process.

@@ -632,3 +632,20 @@ def test_request_body_limits_and_errors():
         decoding.decode_request_body(b"x", "compress", 1000)
     with pytest.raises(decoding.DecodeError):
         decoding.encode_body(b"x", "compress")
+
+
+def test_frame_hider_returns_complete_frames_minus_the_cut_ones_on_its_own():
+    """The hiding half of the scanner, apart from scanning: told where frames are complete
+    and which are injected, it holds only the incomplete tail and drops the cut frames."""
+    from seatbelt.metering.scanner import HOLD_LIMIT, FrameHider
+
+    h = FrameHider()
+    h.hold(b"data: a\n\ndata: usage\n\ndata: b")
+    assert h.holds(9)
+    h.cut(9, 22)
+    assert h.release(22) == b"data: a\n\n"  # the tail waits until its frame ends
+    h.hold(b"\n\n")
+    assert h.release(h.end) == b"data: b\n\n"
+    h.hold(b"x" * (HOLD_LIMIT + 1))  # too long to be a usage-only frame: let through
+    assert h.release(h.held_at) == b"x" * (HOLD_LIMIT + 1)
+    assert h.release_all() == b""

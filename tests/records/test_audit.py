@@ -142,7 +142,7 @@ def test_write_failure_never_raises_and_logs_error_once(tmp_path, caplog):
     os.remove(path)
     os.mkdir(path)  # the path is now a directory: every reopen fails
     log.reopen()
-    with caplog.at_level(logging.WARNING, logger="seatbelt.records.audit"):
+    with caplog.at_level(logging.WARNING, logger="seatbelt"):
         log.write(audit_record(**fields()))
         log.write(audit_record(**fields()))
     levels = [r.levelno for r in caplog.records]
@@ -156,7 +156,7 @@ def test_write_to_a_full_disk_does_not_raise(caplog):
         pytest.fail("this test needs /dev/full (Linux)")
     log = AuditLog()
     log.open("/dev/full")
-    with caplog.at_level(logging.ERROR, logger="seatbelt.records.audit"):
+    with caplog.at_level(logging.ERROR, logger="seatbelt"):
         log.write(audit_record(**fields()))
     assert any("audit" in r.getMessage() for r in caplog.records)
     log.close()

@@ -470,3 +470,23 @@ def test_long_lines_wrap_in_the_views_and_lose_no_word() -> None:
         if hasattr(contentviews, "Contentview") else None
     if shown is not None:
         assert max(len(t) for t in shown.splitlines()) <= cv.WRAP_WIDTH
+
+
+def test_the_view_reads_a_frame_through_its_family_assemble(monkeypatch) -> None:
+    """Assembly is behind the family interface: a family the view has never heard of brings
+    its own reading (seatbelt/apis/base.py `assemble`)."""
+    from seatbelt import apis
+    from seatbelt.apis.assembly import Assembly
+    from seatbelt.apis.openai import OpenAI
+
+    class Toy(OpenAI):
+        def assemble(self, a: Assembly, obj: dict) -> bool:
+            if "toy_text" not in obj:
+                return False
+            a.api("toy")
+            a.s.choice(0).add("text", obj["toy_text"])
+            return True
+
+    monkeypatch.setattr(apis, "FAMILIES", (Toy(), *apis.FAMILIES))
+    s = cv.summarize(b'{"toy_text": "hello from a toy"}', "application/json")
+    assert s is not None and (s.api, s.output_text()) == ("toy", "hello from a toy")
