@@ -5,7 +5,8 @@
     x-seatbelt-reset: S              seconds until the binding cap's window resets (daily,
                                      monthly) or until all spend now in it has left (rolling:
                                      the window length, an upper bound); absent for balance
-    x-seatbelt-clamped: ORIG->NEW    the output limit seatbelt lowered (over_cap: clamp)
+    x-seatbelt-clamped: ORIG->NEW    the output limit seatbelt lowered (over_cap: clamp,
+                                     or its own default limit that did not fit)
 
 Both budget headers are absent when no cap applies. They come from the cap states the
 reservation itself read (no second ledger read), and are set in `responseheaders`.

@@ -104,6 +104,7 @@ class ErrorShape:
     status: int
     code: str  # contract code: insufficient_quota, rate_limit_exceeded, invalid_api_key, ...
     message: str
+    retry_after: int | None = None  # seconds, also sent as the Retry-After header
 
 
 class ApiFamily(abc.ABC):
