@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from seatbelt.apis.base import ApiFamily, ErrorShape
+from seatbelt.config.access import format_expiry
 from seatbelt.ledger.base import CapRefusal, Window
 
 # code -> metrics outcome
@@ -159,6 +160,12 @@ def model_not_allowed(key_id: str, model: str | None) -> Refusal:
 def host_not_allowed(key_id: str, host: str) -> Refusal:
     return Refusal(403, "host_not_allowed", f"seatbelt: key {key_id!r} is a virtual key; "
                    f"{host} is not one of its upstream_hosts, so nothing was sent there.")
+
+
+def key_expired(key_id: str, expires: float) -> Refusal:
+    return Refusal(401, "key_expired", f"seatbelt: key {key_id!r} expired at "
+                   f"{format_expiry(expires)} (its `expires` in the policy); ask the operator "
+                   "for a new key or a later expiry.")
 
 
 def key_disabled(key_id: str) -> Refusal:

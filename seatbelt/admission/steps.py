@@ -10,6 +10,7 @@ a log line goes through `Admission.enforced`, the one shadow rule. Whatever a st
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Awaitable, Callable
 
 from seatbelt.admission import budgetheaders, estimate, operating, refusals
@@ -72,6 +73,8 @@ def check_operator_switches(a: Admission) -> Verdict:
         return None
     if a.ops.disabled:
         return refusals.key_disabled(a.key.id)
+    if a.key.access.expires is not None and a.key.access.expired(time.time()):
+        return refusals.key_expired(a.key.id, a.key.access.expires)
     if a.key.access.upstream_credential is not None:
         ok, host = operating.virtual_host_ok(a.key, a.flow)
         if not ok:
