@@ -73,6 +73,10 @@ class BudgetRow:
     window_spend: int
     reserved: int
     remaining: int | None
+    # The USD caps (`cap_usd`), in USD; None where the key/account has no USD metering.
+    cap_usd: float | None = None
+    window_spend_usd: float | None = None
+    remaining_usd: float | None = None
 
 
 def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
@@ -81,7 +85,8 @@ def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
     seen_accounts: set[str] = set()
     for r in report_rows:
         out.append(
-            BudgetRow(r["account"], r["key"], r["cap"], r["spent"], r["reserved"], r["remaining"])
+            BudgetRow(r["account"], r["key"], r["cap"], r["spent"], r["reserved"], r["remaining"],
+                      r.get("cap_usd"), r.get("spent_usd"), r.get("remaining_usd"))
         )
         account = r["account"]
         if account in seen_accounts or r.get("account_spent") is None:
@@ -95,6 +100,9 @@ def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
                 r["account_spent"],
                 r.get("account_reserved") or 0,
                 r.get("account_remaining"),
+                r.get("account_cap_usd"),
+                r.get("account_spent_usd"),
+                r.get("account_remaining_usd"),
             )
         )
     return out
@@ -158,6 +166,16 @@ class Metrics:
             "seatbelt_remaining_tokens", "cap - spend - reserved (capped only; may be < 0).",
             ak, registry=r,
         )
+        self.cap_usd = Gauge("seatbelt_cap_usd", "USD cap (cap_usd; capped only).", ak,
+                             registry=r)
+        self.window_spend_usd = Gauge(
+            "seatbelt_window_spend_usd", "Settled USD spend inside the current window.", ak,
+            registry=r,
+        )
+        self.remaining_usd = Gauge(
+            "seatbelt_remaining_usd", "cap_usd - spend - reserved in USD (capped only).", ak,
+            registry=r,
+        )
         self.settlements = Counter(
             "seatbelt_settlements", "Settlements by usage source and overrun.",
             ("usage_source", "overrun"), registry=r,
@@ -171,7 +189,8 @@ class Metrics:
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # see _child
         self._budget_lock = threading.Lock()
         self._budget_labels: dict[Gauge, set[tuple[str, str]]] = {
-            g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining)
+            g: set() for g in (self.reserved, self.cap, self.window_spend, self.remaining,
+                               self.cap_usd, self.window_spend_usd, self.remaining_usd)
         }
 
     def finished(
@@ -264,6 +283,12 @@ class Metrics:
                 if remaining is None:
                     remaining = row.cap - row.window_spend - row.reserved
                 want[self.remaining][labels] = remaining
+            if row.window_spend_usd is not None:
+                want[self.window_spend_usd][labels] = row.window_spend_usd
+            if row.cap_usd is not None:
+                want[self.cap_usd][labels] = row.cap_usd
+                if row.remaining_usd is not None:
+                    want[self.remaining_usd][labels] = row.remaining_usd
         with self._budget_lock:
             for gauge, values in want.items():
                 for labels, value in values.items():

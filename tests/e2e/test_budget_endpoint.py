@@ -11,7 +11,16 @@ import anthropic
 import openai
 import pytest
 
-from tests.e2e.conftest import Key, Proxy, chat, http_module, openai_client, refusal, tag
+from tests.e2e.conftest import (
+    Key,
+    Proxy,
+    chat,
+    http_module,
+    openai_client,
+    refusal,
+    tag,
+    wait_for,
+)
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +112,12 @@ def test_usd_budget(proxy: Proxy, standin: StandIn) -> None:
     assert usd[0]["cap"] == 5.0 and usd[0]["spent"] == pytest.approx(cost)
     assert body["remaining_usd"] == pytest.approx(5.0 - cost)
     assert body["remaining_tokens"] is not None  # the account's daily token cap
+    # The same figures as the USD budget gauges the dashboard and the alerts read.
+    gauge = wait_for("the USD gauges", lambda: proxy.metrics().value(
+        "seatbelt_remaining_usd", account="budgeted", key=MONEY.id) if proxy.metrics().value(
+        "seatbelt_window_spend_usd", account="budgeted", key=MONEY.id) else None)
+    assert gauge == pytest.approx(body["remaining_usd"])
+    assert proxy.metrics().value("seatbelt_cap_usd", account="budgeted", key=MONEY.id) == 5.0
 
 
 def test_unknown_missing_and_expired_credentials_get_401(proxy: Proxy) -> None:
