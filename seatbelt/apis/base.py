@@ -107,6 +107,20 @@ class ErrorShape:
     retry_after: int | None = None  # seconds, also sent as the Retry-After header
 
 
+def describe_error(err: Any) -> str:
+    """One line for an upstream error object, spelled the same wherever it is read (the
+    scanner for the audit and logs, the content view): its string `code` (OpenAI, Responses),
+    else its `type` (Anthropic, OpenAI), else its `status` (Gemini), then the message."""
+    if isinstance(err, dict):
+        code = err.get("code")
+        kind = (code if isinstance(code, str) and code else None) or err.get("type") \
+            or err.get("status") or "error"
+        text = f"{kind}: {err.get('message') or ''}".strip()
+    else:
+        text = str(err)
+    return text[:200]
+
+
 class ApiFamily(abc.ABC):
     """One LLM API family. Instances are stateless and shared by all flows."""
 
@@ -151,6 +165,17 @@ class ApiFamily(abc.ABC):
     @abc.abstractmethod
     def error_body(self, error: ErrorShape) -> dict[str, Any]:
         """The refusal body in this family's own error shape."""
+
+    def read_error(self, obj: Any) -> str | None:
+        """An upstream error in this family's shape (a whole body, an array element or one
+        frame), as describe_error spells it; None if `obj` is not one. The default reads
+        `{"error": {...}}` (OpenAI, Anthropic, Gemini) and `{"error": "..."}` (Ollama)."""
+        if not isinstance(obj, dict):
+            return None
+        err = obj.get("error")
+        if err in (None, False, "", {}):
+            return None
+        return describe_error(err)
 
 
 @dataclass

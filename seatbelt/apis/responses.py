@@ -15,7 +15,13 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from seatbelt.apis.base import RequestFacts, Route, UnmeteredRequest, UsageReader
+from seatbelt.apis.base import (
+    RequestFacts,
+    Route,
+    UnmeteredRequest,
+    UsageReader,
+    describe_error,
+)
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
@@ -81,6 +87,20 @@ class Responses(OpenAI):
 
     def is_injected_usage_frame(self, obj: Any) -> bool:
         return False
+
+    def read_error(self, obj: Any) -> str | None:
+        """Besides `{"error": {...}}`: the stream's `{"type": "error", "code", "message"}`
+        event and `response.failed`, whose error sits in the response."""
+        found = super().read_error(obj)
+        if found is not None or not isinstance(obj, dict):
+            return found
+        if obj.get("type") == "response.failed":
+            inner = obj.get("response")
+            err = inner.get("error") if isinstance(inner, dict) else None
+            return describe_error(err or "response.failed")
+        if obj.get("type") == "error":
+            return describe_error({"code": obj.get("code"), "message": obj.get("message")})
+        return None
 
     def new_usage_reader(self, route: Route) -> UsageReader:
         return ResponsesUsageReader()

@@ -62,34 +62,6 @@ def _decoded_len(raw: bytes) -> int:
         return len(raw.decode("utf-8", "replace"))
 
 
-def error_of(obj: Any) -> str | None:
-    """A short description of an error object sent inside a 2xx body, else None.
-
-    Covers OpenAI-style `{"error": {...}}`, Anthropic `{"type": "error", ...}`,
-    Ollama `{"error": "..."}`, Gemini array elements `{"error": {...}}` and the Responses
-    API's `{"type": "error", "code", "message"}` and `response.failed` events.
-    """
-    if not isinstance(obj, dict):
-        return None
-    err = obj.get("error")
-    if err in (None, False, "", {}):
-        inner = obj.get("response")
-        if obj.get("type") == "response.failed" and isinstance(inner, dict):
-            err = inner.get("error") or "response.failed"
-        elif obj.get("type") != "error":
-            return None
-        elif "message" in obj:
-            err = {"code": obj.get("code"), "message": obj.get("message")}
-        else:
-            err = "error"
-    if isinstance(err, dict):
-        kind = err.get("type") or err.get("status") or err.get("code") or "error"
-        text = f"{kind}: {err.get('message', '')}"
-    else:
-        text = str(err)
-    return text[:200]
-
-
 class _Doc:
     """One JSON document (or an oversized frame) seen through bounded windows.
 
@@ -746,7 +718,7 @@ class Scanner:
                 self._tail_usage(data[-DOC_TAIL:])
             return None
         self.reader.feed(obj)
-        err = error_of(obj)
+        err = self.family.read_error(obj)
         if err is not None:
             self.upstream_error = self.upstream_error or err
         return obj

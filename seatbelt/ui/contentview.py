@@ -19,6 +19,8 @@ from typing import Any
 
 from mitmproxy import contentviews, http
 
+from seatbelt.apis import read_error
+from seatbelt.apis.base import describe_error
 from seatbelt.codec.keptbody import CUT_MARKER, cut_marker, shown_body  # noqa: F401 (API)
 
 VIEW_NAME = "LLM"
@@ -202,15 +204,10 @@ class _Assembler:
             else:
                 self.s.usage = dict(value)
 
-    def error(self, err: Any) -> None:
-        """One line per distinct error: a Responses stream reports one twice (error event,
-        then response.failed)."""
-        if isinstance(err, dict):
-            kind = err.get("code") or err.get("type") or err.get("status") or "error"
-            text = f"{kind}: {err.get('message', '')}".strip()
-        else:
-            text = str(err)
-        if err and text not in self.s.errors:
+    def error(self, text: str | None) -> None:
+        """One line per distinct error (read by seatbelt/apis: the audit's wording): a
+        Responses stream reports one twice (error event, then response.failed)."""
+        if text and text not in self.s.errors:
             self.s.errors.append(text)
 
     def feed(self, obj: Any) -> None:
@@ -225,7 +222,7 @@ class _Assembler:
             self.anthropic_message(obj)
         elif kind == "error":  # Anthropic {"error": {...}}; Responses {"code", "message"}
             self.api(ERROR_ONLY)
-            self.error(obj["error"] if isinstance(obj.get("error"), dict) else obj)
+            self.error(read_error(obj))
         elif obj.get("object") == "response" and isinstance(obj.get("output"), list):
             self.responses_object(obj)
         elif isinstance(obj.get("choices"), list):
@@ -238,7 +235,7 @@ class _Assembler:
             self.embeddings(obj)
         elif "error" in obj:
             self.api(ERROR_ONLY)
-            self.error(obj["error"])
+            self.error(read_error(obj))
         else:
             return
         self.s.frames += 1
@@ -363,7 +360,7 @@ class _Assembler:
                 if not choice.parts:
                     self.responses_output(choice, resp.get("output"))
                 if isinstance(resp.get("error"), dict):
-                    self.error(resp["error"])
+                    self.error(describe_error(resp["error"]))
 
     def responses_object(self, obj: dict[str, Any]) -> None:
         self.api("openai responses")
