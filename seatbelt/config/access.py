@@ -357,26 +357,25 @@ def format_expiry(ts: float) -> str:
 
 
 def _expires(loader: Any, node: yaml.Node, at: str) -> float:
-    """RFC 3339 with a zone (YAML may already have made it a datetime), or a date: 00:00
-    UTC of that day. A time without a zone is ambiguous across proxies: refused."""
-    value = loader.scalar(node, at)
+    """RFC 3339 with a zone, or a date: 00:00 UTC of that day. A time without a zone is
+    ambiguous across proxies: refused. Read from the node's text, not YAML's timestamp type
+    (whose constructor raises a bare ValueError on `2026-13-01`)."""
+    if not isinstance(node, yaml.ScalarNode):
+        loader.scalar(node, at)  # raises its "expected a single value" error
     fix = "write e.g. `expires: 2026-12-31T18:00:00Z` or `expires: 2026-12-31` (00:00 UTC)"
-    if isinstance(value, str):
-        text = value.strip().replace("z", "Z")
-        try:
-            value = (datetime.date.fromisoformat(text) if len(text) == 10
-                     else datetime.datetime.fromisoformat(text))
-        except ValueError:
-            raise loader.fail(node, at, "must be an RFC 3339 time or a date", fix) from None
+    text = str(node.value).strip().replace("z", "Z")
+    try:
+        value = (datetime.date.fromisoformat(text) if len(text) == 10
+                 else datetime.datetime.fromisoformat(text))
+    except ValueError:
+        raise loader.fail(node, at, "must be an RFC 3339 time or a date", fix) from None
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             raise loader.fail(node, at, "has no time zone", fix.replace("or `", "(with Z or "
                               "+HH:MM) or `"))
         return value.timestamp()
-    if isinstance(value, datetime.date):
-        return datetime.datetime(value.year, value.month, value.day,
-                                 tzinfo=datetime.timezone.utc).timestamp()
-    raise loader.fail(node, at, "must be an RFC 3339 time or a date", fix)
+    return datetime.datetime(value.year, value.month, value.day,
+                             tzinfo=datetime.timezone.utc).timestamp()
 
 
 def _norm_network(text: str) -> str:

@@ -126,6 +126,8 @@ def test_the_real_credential_never_shows(tmp_path, write_policy, monkeypatch):
     ("expires: soon", "keys[0].expires", "RFC 3339 time or a date"),
     ("expires: 2026-12-31T18:00:00", "keys[0].expires", "no time zone"),
     ("expires: 5", "keys[0].expires", "RFC 3339 time or a date"),
+    ("expires: 2026-13-01", "keys[0].expires", "RFC 3339 time or a date"),
+    ("expires: [2026-01-01]", "keys[0].expires", "single value"),
 ])
 def test_every_mistake_is_one_line_with_field_and_fix(tmp_path, write_policy, monkeypatch,
                                                       snippet, field, words):
