@@ -84,7 +84,7 @@ def test_the_budget_is_what_the_headers_say(proxy: Proxy, standin: StandIn) -> N
     assert 1 <= account_cap["reset_s"] <= 86400
     # The same figures as the response headers (those counted this request's own hold).
     assert r.headers["x-seatbelt-remaining-tokens"] == str(ASKER.cap - spent)
-    assert int(raw.http_response.headers["x-seatbelt-remaining-tokens"]) <= ASKER.cap - spent
+    assert int(raw.headers["x-seatbelt-remaining-tokens"]) <= ASKER.cap - spent
     assert not standin.received("/seatbelt/budget")
 
 
