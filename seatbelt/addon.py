@@ -4,6 +4,7 @@
 
 request ─► Gate.admit: the ordered steps of seatbelt/admission/steps.py (route, authenticate,
            read, bound, reserve) or one refusal
+           (GET /seatbelt/budget: answered by seatbelt/admission/budgetquery.py, never forwarded)
 responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read);
                    a small JSON document is read whole instead and scanned at the end
 response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
@@ -37,7 +38,7 @@ from seatbelt.config.options import (  # noqa: E402
 )
 
 try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
-    from seatbelt.admission import budgetheaders, gate  # noqa: E402
+    from seatbelt.admission import budgetheaders, budgetquery, gate  # noqa: E402
     from seatbelt.config import livepolicy  # noqa: E402
     from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
     from seatbelt.ledger import redact  # noqa: E402
@@ -125,6 +126,9 @@ class Seatbelt:
         if flow.response is not None:
             return
         try:
+            if budgetquery.asks(flow):  # the proxy's own endpoint, never forwarded
+                await budgetquery.answer(self.rt, flow)
+                return
             route = gate.llm_route(flow, self.rt.policy)
         except Exception as e:  # mitmproxy would forward it unmetered: refuse instead
             logger.error(f"seatbelt: internal error ({type(e).__name__}) while routing a "

@@ -7,6 +7,7 @@ a header sent twice or folded into one line, a value that does not parse.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from mitmproxy import http
 
@@ -28,8 +29,13 @@ def _parse_header(name: str, value: str) -> tuple[str | None, str | None]:
 
 
 def find_credential(family: ApiFamily, request: http.Request) -> Credentials:
+    return find_in(request, family.credential_headers, family.credential_query)
+
+
+def find_in(request: http.Request, headers: Sequence[str], query: Sequence[str]) -> Credentials:
+    """The one credential among these header and query names (find_credential's rules)."""
     found: dict[str, str] = {}
-    for name in family.credential_headers:
+    for name in headers:
         values = request.headers.get_all(name)
         if not values:
             continue
@@ -39,7 +45,7 @@ def find_credential(family: ApiFamily, request: http.Request) -> Credentials:
         if error:
             return Credentials(error=error, places=[name])
         found[name] = token  # type: ignore[assignment]
-    for name in family.credential_query:
+    for name in query:
         values = request.query.get_all(name)
         if not values:
             continue

@@ -5,7 +5,8 @@
     x-seatbelt-reset: S              seconds until the binding cap's window resets (daily,
                                      monthly) or until all spend now in it has left (rolling:
                                      the window length, an upper bound); absent for balance
-    x-seatbelt-clamped: ORIG->NEW    the output limit seatbelt lowered (over_cap: clamp)
+    x-seatbelt-clamped: ORIG->NEW    the output limit seatbelt lowered (over_cap: clamp,
+                                     or its own default limit that did not fit)
 
 Both budget headers are absent when no cap applies. They come from the cap states the
 reservation itself read (no second ledger read), and are set in `responseheaders`.
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from mitmproxy.http import Headers
 
-from seatbelt.ledger.base import Cap, CapState, Ledger, Reservation
+from seatbelt.ledger.base import Cap, CapState, Ledger, Reservation, Window
 from seatbelt.ledger.windows import seconds_until_reset
 
 logger = logging.getLogger("seatbelt")
@@ -59,12 +60,20 @@ def headers_for(states: Sequence[CapState], now: float | None = None) -> dict[st
     if binding is None or binding.remaining is None:
         return {}
     out = {REMAINING: str(max(0, binding.remaining))}
-    window = binding.window
-    if window.kind in ("daily", "monthly"):
-        out[RESET] = str(seconds_until_reset(window, time.time() if now is None else now))
-    elif window.kind == "rolling" and window.seconds is not None:
-        out[RESET] = str(window.seconds)
+    reset = reset_seconds(binding.window, time.time() if now is None else now)
+    if reset is not None:
+        out[RESET] = str(reset)
     return out
+
+
+def reset_seconds(window: Window, now: float) -> int | None:
+    """x-seatbelt-reset of a cap: to the reset (daily, monthly), the window length (rolling:
+    when all spend now in it has left, an upper bound), None for a balance."""
+    if window.kind in ("daily", "monthly"):
+        return seconds_until_reset(window, now)
+    if window.kind == "rolling" and window.seconds is not None:
+        return window.seconds
+    return None
 
 
 async def read_headers(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from seatbelt.apis.base import ApiFamily, ErrorShape
+from seatbelt.config.access import format_expiry
 from seatbelt.ledger.base import CapRefusal, Window
 
 # code -> metrics outcome
@@ -18,6 +19,7 @@ OUTCOMES = {
     "insufficient_quota": "refused_quota",
     "rate_limit_exceeded": "refused_rate",
     "invalid_api_key": "unauthorized",
+    "key_expired": "unauthorized",
     "model_not_allowed": "forbidden",
     "host_not_allowed": "forbidden",
     "key_disabled": "forbidden",
@@ -27,6 +29,7 @@ OUTCOMES = {
     "internal_error": "unavailable",
 }
 NO_RETRY = {
+    "key_expired",
     "insufficient_quota",
     "invalid_api_key",
     "model_not_allowed",
@@ -35,6 +38,15 @@ NO_RETRY = {
     "endpoint_not_metered",
     "invalid_request",
 }
+
+# The longest Retry-After an SDK is left to sleep on by itself; past it the refusal says
+# `x-should-retry: false`. What the SDKs do with a longer one (their _base_client.py):
+# openai < 2 and anthropic < 1 ignore a Retry-After over 60 s and retry twice after 0.5-8 s
+# of backoff (refused again: retrying cannot help); openai >= 2 sleeps up to 120 s
+# (MAX_RETRY_AFTER_DELAY) twice; anthropic >= 1 sleeps whatever it is told (3,012 s, then
+# retried). A few seconds keeps a default client (2 retries) from blocking longer than that;
+# an app that wants to wait for a window reads Retry-After and schedules it itself.
+SDK_SLEEP_MAX = 5
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,12 @@ class Refusal:
     @property
     def outcome(self) -> str:
         return OUTCOMES[self.code]
+
+    @property
+    def retry_helps(self) -> bool:
+        """Only a short wait is worth an SDK's automatic retry (SDK_SLEEP_MAX)."""
+        return (self.code not in NO_RETRY and self.retry_after is not None
+                and self.retry_after <= SDK_SLEEP_MAX)
 
 
 def _describe_subject(subject: str, key_id: str) -> str:
@@ -144,6 +162,12 @@ def host_not_allowed(key_id: str, host: str) -> Refusal:
                    f"{host} is not one of its upstream_hosts, so nothing was sent there.")
 
 
+def key_expired(key_id: str, expires: float) -> Refusal:
+    return Refusal(401, "key_expired", f"seatbelt: key {key_id!r} expired at "
+                   f"{format_expiry(expires)} (its `expires` in the policy); ask the operator "
+                   "for a new key or a later expiry.")
+
+
 def key_disabled(key_id: str) -> Refusal:
     return Refusal(403, "key_disabled", f"seatbelt: key {key_id!r} is disabled in the policy.")
 
@@ -165,13 +189,16 @@ def internal_error() -> Refusal:
 
 
 def to_response(family: ApiFamily, refusal: Refusal) -> http.Response:
-    body = family.error_body(ErrorShape(refusal.status, refusal.code, refusal.message))
+    """The refusal as the family spells it (ApiFamily.error_body), with the headers every
+    SDK reads: Retry-After, and `x-should-retry: false` where retrying cannot help."""
+    shape = ErrorShape(refusal.status, refusal.code, refusal.message, refusal.retry_after)
     headers = {
         "content-type": "application/json",
         "x-seatbelt-refused": refusal.code,
     }
     if refusal.retry_after is not None:
         headers["retry-after"] = str(refusal.retry_after)
-    if refusal.code in NO_RETRY:
+    if not refusal.retry_helps:
         headers["x-should-retry"] = "false"
-    return http.Response.make(refusal.status, json.dumps(body).encode(), headers)
+    return http.Response.make(refusal.status, json.dumps(family.error_body(shape)).encode(),
+                              headers)

@@ -10,6 +10,7 @@ a log line goes through `Admission.enforced`, the one shadow rule. Whatever a st
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Awaitable, Callable
 
 from seatbelt.admission import budgetheaders, estimate, operating, refusals
@@ -72,6 +73,8 @@ def check_operator_switches(a: Admission) -> Verdict:
         return None
     if a.ops.disabled:
         return refusals.key_disabled(a.key.id)
+    if a.key.access.expires is not None and a.key.access.expired(time.time()):
+        return refusals.key_expired(a.key.id, a.key.access.expires)
     if a.key.access.upstream_credential is not None:
         ok, host = operating.virtual_host_ok(a.key, a.flow)
         if not ok:
@@ -217,9 +220,11 @@ async def reserve_tokens(a: Admission) -> Verdict:
 
 
 async def _clamp(a: Admission, reservation):  # type: ignore[no-untyped-def]
-    """over_cap + `clamp: true`: forward what the budget can pay, if at least min_output."""
+    """over_cap: clamp, or a limit seatbelt wrote itself (a request is never refused for
+    seatbelt's own default): forward what the budget can pay, if at least min_output."""
     assert a.facts is not None and a.body is not None and a.ledger is not None
-    if a.ops is None or not a.ops.clamp or not a.facts.produces_output:
+    if (a.ops is None or not (a.ops.clamp or a.write_limit is not None)
+            or not a.facts.produces_output):
         return reservation
     current = a.facts.max_output if a.facts.max_output is not None else a.write_limit
     new = operating.clamp_output(reservation.refusals, a.prompt_estimate, a.facts.multiplier,

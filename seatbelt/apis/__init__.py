@@ -20,7 +20,7 @@ the LLM routes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 from seatbelt.apis.anthropic import Anthropic
 from seatbelt.apis.base import ApiFamily, Route
@@ -94,4 +94,14 @@ def _first(method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         route = family.route(method, path, headers)
         if route is not None:
             return route
+    return None
+
+
+def read_error(obj: Any) -> str | None:
+    """An upstream error object of any family (the content view reads bodies without
+    knowing their route); the same text as the scanner's family reader gives."""
+    for family in FAMILIES:
+        found = family.read_error(obj)
+        if found is not None:
+            return found
     return None

@@ -50,6 +50,7 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+_CODE_TYPES = {"insufficient_quota": "billing_error"}
 _FIELDS = (
     "input_tokens",
     "cache_creation_input_tokens",
@@ -104,7 +105,10 @@ class Anthropic(ApiFamily):
         return AnthropicUsageReader()
 
     def error_body(self, error: ErrorShape) -> dict[str, Any]:
-        t = _ERROR_TYPES.get(error.status)
+        # An exhausted balance is Anthropic's billing_error (one of its error types), still
+        # on a 429 (seatbelt never answers 402) so it stays a RateLimitError to the SDK,
+        # told apart from a rate limit by the type and by `x-should-retry: false`.
+        t = _CODE_TYPES.get(error.code) or _ERROR_TYPES.get(error.status)
         if t is None:
             t = "api_error" if error.status >= 500 else "invalid_request_error"
         return {"type": "error", "error": {"type": t, "message": error.message}}

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
+from seatbelt.codec.framing import error_of, error_text
+
 if TYPE_CHECKING:
     from seatbelt.apis.assembly import Assembly
 
@@ -108,6 +110,10 @@ class ErrorShape:
     status: int
     code: str  # contract code: insufficient_quota, rate_limit_exceeded, invalid_api_key, ...
     message: str
+    retry_after: int | None = None  # seconds, also sent as the Retry-After header
+
+
+describe_error = error_text  # one spelling of an upstream error: seatbelt/codec/framing.py
 
 
 class ApiFamily(abc.ABC):
@@ -159,6 +165,11 @@ class ApiFamily(abc.ABC):
         """Content view: add one parsed frame of this family's responses to `a` and return
         True, or False when the frame is not in this family's shape (the next one tries)."""
         return False
+    def read_error(self, obj: Any) -> str | None:
+        """An upstream error in this family's shape (a whole body, an array element or one
+        frame), as seatbelt/codec/framing.py spells it; None if `obj` is not one. The default
+        reads every shape the built-in families send (`codec.framing.error_of`)."""
+        return error_of(obj)
 
 
 @dataclass

@@ -154,7 +154,11 @@ class Gemini(ApiFamily):
                         "reason": error.code.upper(),
                         "domain": "seatbelt",
                         "metadata": {"code": error.code},
-                    }
+                    },
+                    *([] if error.retry_after is None else [{
+                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                        "retryDelay": f"{error.retry_after}s",  # Gemini's own retry hint
+                    }]),
                 ],
             }
         }

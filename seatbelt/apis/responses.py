@@ -16,7 +16,13 @@ import re
 from typing import Any, Mapping
 
 from seatbelt.apis.assembly import Assembly, Choice
-from seatbelt.apis.base import EndpointKind, RequestFacts, Route, UnmeteredRequest, UsageReader
+from seatbelt.apis.base import (
+    EndpointKind,
+    RequestFacts,
+    Route,
+    UnmeteredRequest,
+    UsageReader,
+)
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,

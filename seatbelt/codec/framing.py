@@ -209,10 +209,15 @@ def error_of(obj: Any) -> str | None:
 
 
 def error_text(err: Any) -> str:
-    """One line for an error value: `kind: message` for an object, else its text."""
+    """One line for an upstream error value, spelled the same wherever it is read (the
+    scanner for the audit and logs, the content view): its string `code` (OpenAI,
+    Responses: the most specific), else its `type` (Anthropic, OpenAI), else its `status`
+    (Gemini), then the message; a non-object as its text."""
     if isinstance(err, dict):
-        kind = err.get("type") or err.get("status") or err.get("code") or "error"
-        text = f"{kind}: {err.get('message', '')}"
+        code = err.get("code")
+        kind = (code if isinstance(code, str) and code else None) or err.get("type") \
+            or err.get("status") or "error"
+        text = f"{kind}: {err.get('message') or ''}".strip()
     else:
         text = str(err)
     return text[:ERROR_TEXT_MAX]

@@ -17,6 +17,8 @@ and per key only
     client_cidr: [10.0.0.0/24, "::1/128"]
     max_concurrent: 4                         # fan-out limits, per proxy process
     rpm: 60
+    expires: 2026-12-31T18:00:00Z             # RFC 3339, or a date (its 00:00 UTC): from
+                                              # then on 401 key_expired
 
 A key's own setting wins over its account's; `models` lists both apply (a model must pass
 each). Identity precedence: a credential that matches a key; else mitmproxy's proxy-auth
@@ -26,6 +28,7 @@ the client's address. No client header is read for identity.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 import re
@@ -40,7 +43,7 @@ KEY_FIELDS = (
     "enforce", "over_cap", "min_output", "models", "disabled",
     "upstream_credential_env", "upstream_hosts",
     "proxy_auth_user", "client_cert_sha256", "client_cidr",
-    "max_concurrent", "rpm",
+    "max_concurrent", "rpm", "expires",
 )
 ACCOUNT_FIELDS = ("enforce", "over_cap", "min_output", "models", "disabled")
 DEFAULT_MIN_OUTPUT = 64
@@ -92,6 +95,10 @@ class Access:
     client_cidrs: tuple[Network, ...] = ()
     max_concurrent: int | None = None
     rpm: int | None = None
+    expires: float | None = None  # epoch seconds: refused (401 key_expired) from then on
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
 
     @property
     def has_identity(self) -> bool:
@@ -105,7 +112,8 @@ class Access:
                 sorted(self.models) if self.models is not None else None, self.disabled,
                 self.upstream_credential_env, sorted(self.upstream_hosts),
                 sorted(self.proxy_auth_users), sorted(self.client_cert_sha256),
-                sorted(str(n) for n in self.client_cidrs), self.max_concurrent, self.rpm]
+                sorted(str(n) for n in self.client_cidrs), self.max_concurrent, self.rpm,
+                *([] if self.expires is None else [self.expires])]
 
 
 NO_ACCESS = Access()
@@ -322,7 +330,39 @@ def parse(loader: Any, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: st
                             "`client_cidr: [10.1.0.0/16]`", norm=_norm_network):
             nets.append(ipaddress.ip_network(text, strict=False))
         values["client_cidrs"] = tuple(nets)
+    if "expires" in fields:
+        values["expires"] = _expires(loader, node("expires"), f"{where}.expires")
+        if values["expires"] <= datetime.datetime.now(datetime.timezone.utc).timestamp():
+            loader.warnings.append(f"{where}.expires: {format_expiry(values['expires'])} is "
+                                   "in the past: the key is refused (401 key_expired)")
     return Access(**values)
+
+
+def format_expiry(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _expires(loader: Any, node: yaml.Node, at: str) -> float:
+    """RFC 3339 with a zone, or a date: 00:00 UTC of that day. A time without a zone is
+    ambiguous across proxies: refused. Read from the node's text, not YAML's timestamp type
+    (whose constructor raises a bare ValueError on `2026-13-01`)."""
+    if not isinstance(node, yaml.ScalarNode):
+        loader.scalar(node, at)  # raises its "expected a single value" error
+    fix = "write e.g. `expires: 2026-12-31T18:00:00Z` or `expires: 2026-12-31` (00:00 UTC)"
+    text = str(node.value).strip().replace("z", "Z")
+    try:
+        value = (datetime.date.fromisoformat(text) if len(text) == 10
+                 else datetime.datetime.fromisoformat(text))
+    except ValueError:
+        raise loader.fail(node, at, "must be an RFC 3339 time or a date", fix) from None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise loader.fail(node, at, "has no time zone", fix.replace("or `", "(with Z or "
+                              "+HH:MM) or `"))
+        return value.timestamp()
+    return datetime.datetime(value.year, value.month, value.day,
+                             tzinfo=datetime.timezone.utc).timestamp()
 
 
 def _norm_network(text: str) -> str:

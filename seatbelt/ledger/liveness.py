@@ -23,7 +23,7 @@ try:
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seatbelt")
 
 SUFFIX = ".lock"
 

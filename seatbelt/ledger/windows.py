@@ -126,6 +126,11 @@ def seconds_until_room(
 
     `buckets` are (bucket, tokens) rows of the subject (any order, out-of-window ones are
     ignored). If the rows never add up to `needed`, the answer is the window length.
+
+    Never more than the window: spend younger than one step (1/60 of the window) still
+    counts until its bucket's end + S (`bucket_expiry`), so the bucket arithmetic alone
+    said up to S + step (3,635 s for a 3,600 s window). The answer is the window length
+    then; a retry at that moment is at most one step early and gets the rest.
     """
     assert window.seconds is not None
     freed = 0
@@ -134,7 +139,7 @@ def seconds_until_room(
         if freed >= needed:
             expiry = bucket_expiry(window, bucket)
             assert expiry is not None
-            return _ceil_seconds(expiry - now)
+            return min(window.seconds, _ceil_seconds(expiry - now))
     return window.seconds
 
 

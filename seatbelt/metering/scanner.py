@@ -24,7 +24,6 @@ from typing import Any, Callable
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
 from seatbelt.codec import framing as frames
 from seatbelt.codec.decoding import StreamDecoder
-from seatbelt.codec.framing import error_of
 
 MAX_FRAME = 1 << 20  # an SSE/NDJSON frame longer than this is scanned through windows
 DOC_HEAD = 1 << 20  # a JSON document up to this size is parsed whole
@@ -675,7 +674,7 @@ class Scanner:
                 self._tail_usage(data[-DOC_TAIL:])
             return None
         self.reader.feed(obj)
-        err = error_of(obj)
+        err = self.family.read_error(obj)
         if err is not None:
             self.upstream_error = self.upstream_error or err
         return obj

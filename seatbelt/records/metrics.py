@@ -74,6 +74,10 @@ class BudgetRow:
     window_spend: int
     reserved: int
     remaining: int | None
+    # The USD caps (`cap_usd`), in USD; None where the key/account has no USD metering.
+    cap_usd: float | None = None
+    window_spend_usd: float | None = None
+    remaining_usd: float | None = None
 
 
 def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
@@ -82,7 +86,8 @@ def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
     seen_accounts: set[str] = set()
     for r in report_rows:
         out.append(
-            BudgetRow(r["account"], r["key"], r["cap"], r["spent"], r["reserved"], r["remaining"])
+            BudgetRow(r["account"], r["key"], r["cap"], r["spent"], r["reserved"], r["remaining"],
+                      r.get("cap_usd"), r.get("spent_usd"), r.get("remaining_usd"))
         )
         account = r["account"]
         if account in seen_accounts or r.get("account_spent") is None:
@@ -96,6 +101,9 @@ def budget_rows(report_rows: Iterable[Mapping[str, Any]]) -> list[BudgetRow]:
                 r["account_spent"],
                 r.get("account_reserved") or 0,
                 r.get("account_remaining"),
+                r.get("account_cap_usd"),
+                r.get("account_spent_usd"),
+                r.get("account_remaining_usd"),
             )
         )
     return out
@@ -106,10 +114,13 @@ BUDGET_GAUGES = (
     ("seatbelt_window_spend_tokens", "Settled spend inside the current window."),
     ("seatbelt_remaining_tokens", "cap - spend - reserved (capped only; may be < 0)."),
     ("seatbelt_reserved_tokens", "Tokens held by live reservations."),
+    ("seatbelt_cap_usd", "USD cap (cap_usd; capped only)."),
+    ("seatbelt_window_spend_usd", "Settled USD spend inside the current window."),
+    ("seatbelt_remaining_usd", "cap_usd - spend - reserved in USD (capped only)."),
 )
 
 
-def budget_families(rows: Iterable[BudgetRow]) -> list[GaugeMetricFamily]:
+def budget_families(rows: Iterable[BudgetRow]) -> list[Metric]:
     """The budget gauges of `rows`; cap and remaining only for capped rows. Pure."""
     families = {name: GaugeMetricFamily(name, text, labels=("account", "key"))
                 for name, text in BUDGET_GAUGES}
@@ -127,7 +138,14 @@ def budget_families(rows: Iterable[BudgetRow]) -> list[GaugeMetricFamily]:
                 remaining = row.cap - row.window_spend - row.reserved
             families["seatbelt_cap_tokens"].add_metric(labels, row.cap)
             families["seatbelt_remaining_tokens"].add_metric(labels, remaining)
-    return list(families.values())
+        if row.window_spend_usd is not None:
+            families["seatbelt_window_spend_usd"].add_metric(labels, row.window_spend_usd)
+        if row.cap_usd is not None:
+            families["seatbelt_cap_usd"].add_metric(labels, row.cap_usd)
+            if row.remaining_usd is not None:
+                families["seatbelt_remaining_usd"].add_metric(labels, row.remaining_usd)
+    out: list[Metric] = list(families.values())
+    return out
 
 
 class BudgetCollector:

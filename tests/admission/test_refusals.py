@@ -1,6 +1,8 @@
 import json
 
-from seatbelt.admission.refusals import for_caps, to_response, unknown_key
+import pytest
+
+from seatbelt.admission.refusals import SDK_SLEEP_MAX, for_caps, to_response, unknown_key
 from seatbelt.apis.anthropic import Anthropic as AnthropicFamily
 from seatbelt.apis.openai import OpenAI as OpenAIFamily
 from seatbelt.ledger.base import CapRefusal, Window
@@ -45,12 +47,34 @@ def test_openai_shape_headers():
     assert "retry-after" not in resp.headers
 
 
-def test_rate_limit_may_be_retried():
-    resp = to_response(OpenAIFamily(), for_caps((cap("key:k", "rate", 7),), "k", {}))
+def test_a_short_rate_limit_may_be_retried():
+    resp = to_response(OpenAIFamily(), for_caps((cap("key:k", "rate", SDK_SLEEP_MAX),), "k",
+                                                {}))
     body = json.loads(resp.content)
     assert body["error"]["code"] == "rate_limit_exceeded" and body["error"]["type"] == "tokens"
-    assert resp.headers["retry-after"] == "7"
+    assert resp.headers["retry-after"] == str(SDK_SLEEP_MAX)
     assert "x-should-retry" not in resp.headers
+
+
+@pytest.mark.parametrize("family", [OpenAIFamily(), AnthropicFamily()])
+def test_a_wait_longer_than_an_sdk_sleeps_says_do_not_retry(family):
+    """The Anthropic SDK slept 3,012 s on such a refusal and then retried."""
+    resp = to_response(family, for_caps((cap("key:k", "rate", SDK_SLEEP_MAX + 1),), "k", {}))
+    assert resp.headers["retry-after"] == str(SDK_SLEEP_MAX + 1)
+    assert resp.headers["x-should-retry"] == "false"
+    whole = for_caps((cap("key:k", "rate", 3600, requested=500, spent=0, exceeds=True),), "k",
+                     {"key:k": ROLLING})
+    assert to_response(family, whole).headers["x-should-retry"] == "false"
+
+
+def test_an_exhausted_balance_is_a_billing_error_in_the_anthropic_shape():
+    quota = to_response(AnthropicFamily(), for_caps((cap("key:k", "quota", None),), "k", {}))
+    rate = to_response(AnthropicFamily(), for_caps((cap("key:k", "rate", 1),), "k", {}))
+    assert quota.status_code == rate.status_code == 429  # never 402
+    assert json.loads(quota.content)["error"]["type"] == "billing_error"
+    assert json.loads(rate.content)["error"]["type"] == "rate_limit_error"
+    assert quota.headers["x-should-retry"] == "false"
+    assert "x-should-retry" not in rate.headers
 
 
 def test_anthropic_shape_for_401():

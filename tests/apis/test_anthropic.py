@@ -168,3 +168,8 @@ def test_absurd_values_are_flagged_and_make_the_field_unknown(bad):
 def test_error_body_shape(status, kind):
     body = FAMILY.error_body(ErrorShape(status, "whatever", "key k over cap"))
     assert body == {"type": "error", "error": {"type": kind, "message": "key k over cap"}}
+
+
+def test_an_exhausted_balance_is_a_billing_error():
+    body = FAMILY.error_body(ErrorShape(429, "insufficient_quota", "balance spent"))
+    assert body["error"]["type"] == "billing_error"

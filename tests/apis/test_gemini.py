@@ -217,3 +217,9 @@ def test_error_body_is_google_rpc_status(status, code, rpc):
     (info,) = err["details"]
     assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert info["reason"] == code.upper() and info["metadata"] == {"code": code}
+
+
+def test_error_body_carries_the_retry_delay_as_retry_info():
+    body = FAMILY.error_body(ErrorShape(429, "rate_limit_exceeded", "m", retry_after=7))
+    info, retry = body["error"]["details"]
+    assert retry == {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}

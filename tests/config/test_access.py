@@ -123,6 +123,11 @@ def test_the_real_credential_never_shows(tmp_path, write_policy, monkeypatch):
     ("client_cert_sha256: abc", "keys[0].client_cert_sha256", "SHA-256"),
     ("client_cidr: [10.0.0.0/33]", "keys[0].client_cidr[0]", "CIDR"),
     ("modles: [x]", "keys[0]", "did you mean `models`"),
+    ("expires: soon", "keys[0].expires", "RFC 3339 time or a date"),
+    ("expires: 2026-12-31T18:00:00", "keys[0].expires", "no time zone"),
+    ("expires: 5", "keys[0].expires", "RFC 3339 time or a date"),
+    ("expires: 2026-13-01", "keys[0].expires", "RFC 3339 time or a date"),
+    ("expires: [2026-01-01]", "keys[0].expires", "single value"),
 ])
 def test_every_mistake_is_one_line_with_field_and_fix(tmp_path, write_policy, monkeypatch,
                                                       snippet, field, words):
@@ -182,3 +187,23 @@ def test_host_patterns():
     assert host_allowed(["*.openai.azure.com"], "x.openai.azure.com")
     assert not host_allowed(["*.openai.azure.com"], "openai.azure.com.evil.example")
     assert not host_allowed(["api.openai.com"], "api.openai.com.evil.example")
+
+
+@pytest.mark.parametrize("written, epoch", [
+    ("2026-12-31T18:00:00Z", 1798740000),
+    ("'2026-12-31T18:00:00+01:00'", 1798736400),
+    ("2026-12-31", 1798675200),  # a date: 00:00 UTC of that day
+    ("'2026-12-31'", 1798675200),
+])
+def test_expires_reads_rfc3339_and_dates(tmp_path, write_policy, written, epoch):
+    text = f"version: 1\nkeys:\n  - id: a\n    credential_sha256: {FP}\n    expires: {written}\n"
+    (key,) = load(tmp_path, write_policy, text).keys
+    assert key.access.expires == epoch
+    assert not key.access.expired(epoch - 0.001) and key.access.expired(epoch)
+
+
+def test_an_expiry_in_the_past_loads_with_a_warning(tmp_path, write_policy):
+    text = f"version: 1\nkeys:\n  - id: a\n    credential_sha256: {FP}\n    expires: 2020-01-01\n"
+    policy = load(tmp_path, write_policy, text)
+    assert policy.keys[0].access.expired(1e10)
+    assert any("2020-01-01T00:00:00Z is in the past" in w for w in policy.warnings)

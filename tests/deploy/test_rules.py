@@ -84,7 +84,8 @@ def exported() -> dict[str, frozenset[str]]:
     a scrape shows, whatever metrics are added later. A family left silent fails here.
     """
     m = Metrics(CollectorRegistry())
-    m.budgets.source = lambda: [BudgetRow("x", "x", 1, 1, 1, 1)]  # scrape-time budget gauges
+    # scrape-time budget gauges, USD ones included
+    m.budgets.source = lambda: [BudgetRow("x", "x", 1, 1, 1, 1, 1.0, 1.0, 1.0)]
     for metric in vars(m).values():
         if not isinstance(metric, MetricWrapperBase):
             continue

@@ -66,6 +66,17 @@ def test_seconds_until_room() -> None:
     assert w.seconds_until_room(R60, rows, 1, t + 60.5) == 1  # ceil(0.5) -> 1
 
 
+def test_seconds_until_room_is_never_longer_than_the_window() -> None:
+    """Spend of this very minute in a 3,600 s window (60 s buckets) counts until its
+    bucket's end + 3,600 s: the arithmetic said 3,635, the window is the most said."""
+    t = utc(2024, 3, 10, 12, 0, 0)
+    rows = [(t, 1000)]
+    assert w.seconds_until_room(R3600, rows, 1, t + 25) == 3600
+    assert w.seconds_until_room(R3600, rows, 1, t + 100) == 3560  # exact once it is older
+    r = w.judge(Cap("k", 1000, R3600), 10, 1000, 0, t + 25, rows)
+    assert r is not None and (r.reason, r.retry_after) == ("rate", 3600)
+
+
 def test_judge_rules() -> None:
     now = utc(2024, 3, 10, 12)
     assert w.judge(Cap("k", None), 10**9, 10**9, 10**9, now) is None

@@ -72,6 +72,9 @@ CONTRACT = {
     "seatbelt_ledger_up": ("gauge", set()),
     "seatbelt_shadow_refusals": ("counter", {"account", "key", "outcome"}),  # shadow mode
     "seatbelt_spend_usd": ("counter", {"account", "key"}),  # extension: USD budgets
+    "seatbelt_cap_usd": ("gauge", {"account", "key"}),
+    "seatbelt_window_spend_usd": ("gauge", {"account", "key"}),
+    "seatbelt_remaining_usd": ("gauge", {"account", "key"}),
 }
 
 
@@ -80,7 +83,7 @@ def test_names_types_and_labels_match_the_contract(met):
     met.refused(account="research", key="agent-zero", outcome="refused_quota")
     met.shadow_refused(account="research", key="agent-zero", outcome="refused_rate")
     met.spent_usd(account="research", key="agent-zero", usd=0.25)
-    show(met, [BudgetRow("research", "agent-zero", 1000, 150, 10, 840)])
+    show(met, [BudgetRow("research", "agent-zero", 1000, 150, 10, 840, 5.0, 1.0, 4.0)])
     met.set_ledger_up(True)
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(met.registry).decode())
@@ -477,3 +480,24 @@ def test_remembered_series_stay_bounded_and_keep_counting(met, monkeypatch):
     finish(met, key=long_key)
     assert value(met.registry, "seatbelt_spend_tokens_total", account="research",
                  key="x" * m.MAX_LABEL) == 300
+
+
+def test_usd_budget_gauges_for_usd_capped_rows_only(met):
+    rows = [
+        {"account": "money", "key": "a", "cap": None, "spent": 10, "reserved": 0,
+         "remaining": None, "cap_usd": 5.0, "spent_usd": 1.25, "remaining_usd": 3.5,
+         "account_cap": None, "account_spent": 10, "account_remaining": None,
+         "account_reserved": 0, "account_cap_usd": None, "account_spent_usd": None,
+         "account_remaining_usd": None},
+        {"account": "money", "key": "b", "cap": 100, "spent": 10, "reserved": 0,
+         "remaining": 90},
+    ]
+    show(met, budget_rows(rows))
+    r = met.registry
+    assert value(r, "seatbelt_cap_usd", account="money", key="a") == 5.0
+    assert value(r, "seatbelt_window_spend_usd", account="money", key="a") == 1.25
+    assert value(r, "seatbelt_remaining_usd", account="money", key="a") == 3.5
+    for name in ("seatbelt_cap_usd", "seatbelt_window_spend_usd", "seatbelt_remaining_usd"):
+        assert series(r, name) == [{"account": "money", "key": "a"}], name
+    show(met, budget_rows(rows[1:]))
+    assert series(r, "seatbelt_cap_usd") == []

@@ -88,7 +88,8 @@ local function until_room(sec, rows, needed, now)
   local freed = 0
   for _, r in ipairs(rows) do
     freed = freed + r[2]
-    if freed >= needed then return ceil_seconds(r[1] + step(sec) + sec - now) end
+    -- never more than the window (windows.seconds_until_room)
+    if freed >= needed then return math.min(sec, ceil_seconds(r[1] + step(sec) + sec - now)) end
   end
   return sec
 end
