@@ -75,7 +75,9 @@ def main() -> None:
     print(f"dense suite: {len(rows)} bodies, {len(over)} over their bound, "
           f"worst overshoot {max(r[6] for r in rows):.2f}x")
     for r in sorted(rows, key=lambda r: -r[6])[:8]:
-        print("  %-9s tools=%-5s %-11s esc=%-5s billed=%5d bound=%5d  %.2fx" % r)
+        family, tools, name, escaped, billed, b, ratio = r
+        print(f"  {family:9} tools={tools!s:5} {name:11} esc={escaped!s:5} billed={billed:5} "
+              f"bound={b:5}  {ratio:.2f}x")
     out = 1000
     refused = total = 0
     for words in range(100, 3000, 97):

@@ -126,7 +126,7 @@ def check_model(a: Admission) -> Verdict:
 def estimate_hold(a: Admission) -> Verdict:
     """Prompt bound + output limit x n; a request that names no limit gets one written in."""
     assert a.facts is not None and a.body is not None
-    a.prompt_estimate = estimate.prompt_estimate(a.body, a.data)
+    a.prompt_estimate = estimate.prompt_bound(a.route, a.body, a.data)
     a.amount, a.write_limit = estimate.reservation(
         a.facts, a.prompt_estimate, a.policy.model_max_output(a.model),
         a.policy.fallback_max_output)

@@ -60,6 +60,14 @@ class Anthropic(ApiFamily):
     credential_headers = ("x-api-key", "authorization")
     usage_markers = (b'"usage"',)
     output_text = OUTPUT_TEXT
+    # Tool use adds a hidden system prompt: 159-530 tokens on Claude 3 models, 261-346 on
+    # Claude 3.5-4 (Anthropic's tool-use pricing table; the most is Claude 3 Opus with
+    # tool_choice auto): 800 here. Server tools (web search, code execution) add their own
+    # definitions and results, which are billed as they happen and not bounded here.
+    base_tokens = 32
+    per_message = 12
+    per_tool = 48
+    tools_prompt = 800
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         p = norm_path(path)

@@ -86,6 +86,27 @@ class Gemini(ApiFamily):
     credential_query = ("key",)
     usage_markers = (b'"usageMetadata"',)
     output_text = OUTPUT_TEXT
+    # Gemini's SentencePiece has byte fallback (at most one token per byte); turn framing
+    # is a few tokens per content; built-in tools (googleSearch, codeExecution) carry a
+    # prompt of their own (its tokens are reported as toolUsePromptTokenCount): 256.
+    message_keys = ("contents",)
+    base_tokens = 16
+    per_message = 8
+    per_tool = 32
+    tools_prompt = 256
+
+    def tool_count(self, body: dict[str, Any]) -> int:
+        """Each tool entry, and each function declaration inside one."""
+        tools = body.get("tools")
+        if not isinstance(tools, list):
+            return 0
+        n = len(tools)
+        for tool in tools:
+            if isinstance(tool, dict):
+                for key in ("functionDeclarations", "function_declarations"):
+                    value = tool.get(key)
+                    n += len(value) if isinstance(value, list) else 0
+        return n
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         p = norm_path(path)

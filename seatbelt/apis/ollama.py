@@ -67,6 +67,13 @@ class Ollama(ApiFamily):
     credential_headers = ("authorization",)
     usage_markers = (b'"prompt_eval_count"', b'"eval_count"')
     output_text = OUTPUT_TEXT
+    # The model's chat template frames each message (Llama 3: 5 tokens, Qwen: 4) and
+    # renders tools with a preamble (Llama 3.1's is ~60 tokens). A Modelfile SYSTEM prompt
+    # is context the request does not carry: base_tokens leaves room for a short one only.
+    base_tokens = 128
+    per_message = 16
+    per_tool = 32
+    tools_prompt = 256
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         m = _ROUTE.search(norm_path(path))

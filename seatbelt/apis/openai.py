@@ -72,6 +72,16 @@ class OpenAI(ApiFamily):
     credential_headers = ("authorization", "api-key")
     usage_markers = (b'"usage"',)
     output_text = OUTPUT_TEXT
+    # Chat framing is 3 tokens per message (+1 for a name) and 3 to prime the reply
+    # (OpenAI's token-counting cookbook); tools are rendered as a TypeScript-like
+    # namespace (~10 tokens of wrapper, a few per function) beside their JSON's text;
+    # compatible servers apply their model's chat template (Llama 3: 5 per message).
+    # Each figure here is at least twice that.
+    message_keys = ("messages", "input")
+    base_tokens = 16
+    per_message = 8
+    per_tool = 32
+    tools_prompt = 64
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         p = norm_path(path)

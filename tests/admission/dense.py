@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import random
 import string
+import uuid
 
 _RANGES = {
     "cjk": [(0x4E00, 0x9FFF)],
@@ -31,10 +32,7 @@ def dense_texts(size: int = 600, seed: int = 13) -> dict[str, str]:
     rng = random.Random(seed)
     texts = {name: _script(rng, r, size) for name, r in _RANGES.items()}
     texts["digits"] = "".join(rng.choice(string.digits) for _ in range(size))
-    texts["hex"] = " ".join(
-        "%08x-%04x-%04x-%04x-%012x" % tuple(rng.getrandbits(b) for b in (32, 16, 16, 16, 48))
-        for _ in range(size // 37)
-    )
+    texts["hex"] = " ".join(str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(size // 37))
     texts["base64"] = base64.b64encode(rng.randbytes(size * 3 // 4)).decode()
     texts["punctuation"] = "".join(rng.choice(string.punctuation) for _ in range(size))
     return texts
