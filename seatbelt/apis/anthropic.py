@@ -22,6 +22,7 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_bool,
     read_limit,
@@ -93,9 +94,11 @@ class Anthropic(ApiFamily):
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
         # max_tokens is required by the API; when absent it is treated as unnamed and
         # the reserved limit gets written in (an upstream that defaults it stays bounded).
+        check_spelling(body)
         return RequestFacts(
             model=read_model(body),
             stream=read_bool(body, "stream"),
+            # 0 is defined: no output (a cache pre-warm), so it stays a limit of 0.
             max_output=read_limit(body, "max_tokens"),
         )
 

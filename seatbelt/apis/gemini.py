@@ -30,9 +30,10 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
-    read_limit,
     read_multiplier,
+    read_output_limit,
     usage_field,
 )
 
@@ -132,11 +133,14 @@ class Gemini(ApiFamily):
         return Route(self, "gemini", resource, "free" if free else "unmetered")
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
         model = route.model_from_path
         if route.endpoint == "embed":
             return RequestFacts(model, False, None, 1, produces_output=False)
-        _, config = _config(body)
-        limit = read_limit(config, _alias(config, "maxOutputTokens", "max_output_tokens"))
+        name, config = _config(body)
+        check_spelling(config, name)
+        # 0 is proto3's "unset": the model's default limit, which seatbelt cannot bound.
+        limit = read_output_limit(config, _alias(config, "maxOutputTokens", "max_output_tokens"))
         n = read_multiplier(config, _alias(config, "candidateCount", "candidate_count"))
         stream = route.endpoint == "stream"
         # Every Gemini stream chunk can carry usage; nothing needs to be requested.

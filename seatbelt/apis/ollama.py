@@ -31,6 +31,7 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_limit,
     read_model,
@@ -90,6 +91,8 @@ class Ollama(ApiFamily):
         return Route(self, "ollama", endpoint, kind)
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
+        check_spelling(_options(body), "options")
         model = read_model(body)
         if route.endpoint == "embed":
             return RequestFacts(model, False, None, 1, produces_output=False)

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 from seatbelt.apis.base import (
     ApiFamily,
+    BadRequestBody,
     ErrorShape,
     Framing,
     RequestFacts,
@@ -25,11 +26,12 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_bool,
-    read_limit,
     read_model,
     read_multiplier,
+    read_output_limit,
     sub,
     usage_field,
 )
@@ -113,18 +115,18 @@ class OpenAI(ApiFamily):
         return Route(self, provider, resource, kind, deployment)
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
         model = read_model(body, route.model_from_path)
         if route.endpoint == "embeddings":
             return RequestFacts(model, False, None, 1, produces_output=False)
         stream = read_bool(body, "stream")
         if route.endpoint == "chat":
-            completion_limit = read_limit(body, "max_completion_tokens")
-            tokens_limit = read_limit(body, "max_tokens")
-            limit = completion_limit if completion_limit is not None else tokens_limit
+            limit = _chat_limit(body)
             multiplier = read_multiplier(body, "n")
         else:
-            limit = read_limit(body, "max_tokens")
-            multiplier = max(read_multiplier(body, "n"), read_multiplier(body, "best_of"))
+            limit = read_output_limit(body, "max_tokens")
+            best = max(read_multiplier(body, "n"), read_multiplier(body, "best_of"))
+            multiplier = best * prompt_count(body.get("prompt"))
         options = body.get("stream_options")
         wants = stream and isinstance(options, dict) and options.get("include_usage") is True
         return RequestFacts(model, stream, limit, multiplier, wants_usage=wants)
@@ -173,6 +175,27 @@ class OpenAI(ApiFamily):
                 "code": error.code,
             }
         }
+
+
+def _chat_limit(body: dict[str, Any]) -> int | None:
+    """The chat output limit. Servers differ in which of the two names wins when both are
+    sent (vLLM: max_completion_tokens; older llama.cpp / Ollama builds: max_tokens), so two
+    different values are refused."""
+    completion_limit = read_output_limit(body, "max_completion_tokens")
+    tokens_limit = read_output_limit(body, "max_tokens")
+    if None not in (completion_limit, tokens_limit) and completion_limit != tokens_limit:
+        raise BadRequestBody(
+            "max_tokens and max_completion_tokens differ: servers read different ones; "
+            "send one")
+    return completion_limit if completion_limit is not None else tokens_limit
+
+
+def prompt_count(prompt: Any) -> int:
+    """Legacy completions generate n choices *per prompt*: a list of strings or of token
+    lists is that many prompts; a string or one token list is one."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 # OpenAI's reasoning models, by the names OpenAI and Azure deployments use. Prefixed

@@ -19,10 +19,11 @@ from seatbelt.apis.base import RequestFacts, Route, UnmeteredRequest, UsageReade
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_bool,
-    read_limit,
     read_model,
+    read_output_limit,
 )
 from seatbelt.apis.openai import OpenAI, OpenAIUsageReader, provider_of
 
@@ -62,9 +63,10 @@ class Responses(OpenAI):
         return Route(self, provider_of(None, headers), "responses", kind)
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
         model = read_model(body)
         stream = read_bool(body, "stream")
-        limit = read_limit(body, "max_output_tokens")
+        limit = read_output_limit(body, "max_output_tokens")
         if read_bool(body, "background"):
             raise UnmeteredRequest(
                 "a background response is generated after the request ends, where its cost "

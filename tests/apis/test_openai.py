@@ -148,9 +148,11 @@ def facts(body, path="/v1/chat/completions"):
 def test_chat_limits_precedence_and_n():
     assert facts({"model": "m"}).max_output is None
     assert facts({"max_tokens": 100}).max_output == 100
-    assert facts({"max_completion_tokens": 50, "max_tokens": 100}).max_output == 50
+    assert facts({"max_completion_tokens": 50, "max_tokens": 50}).max_output == 50
     assert facts({"max_completion_tokens": None, "max_tokens": 100}).max_output == 100
-    assert facts({"max_tokens": 0}).max_output == 0
+    for body in ({"max_tokens": 0}, {"max_completion_tokens": 50, "max_tokens": 100}):
+        with pytest.raises(BadRequestBody):  # 0 may mean "no limit"; two limits may differ
+            facts(body)
     assert facts({"n": 3, "max_tokens": 10}).multiplier == 3
     assert facts({"n": None}).multiplier == 1
     f = facts({"model": "gpt-4o", "stream": True})

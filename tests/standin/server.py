@@ -259,7 +259,12 @@ def _multiplier(kind: str, body: dict[str, Any]) -> tuple[int, int]:
     """(choices returned, choices billed)."""
     n = _int(body.get("n")) or 1
     if kind == "completions":
-        return n, max(n, _int(body.get("best_of")) or 1)
+        # one choice per prompt: a list of strings or of token lists is that many prompts
+        prompt = body.get("prompt")
+        many = isinstance(prompt, list) and prompt and all(
+            isinstance(p, (str, list)) for p in prompt)
+        prompts = len(prompt) if many else 1
+        return n * prompts, max(n, _int(body.get("best_of")) or 1) * prompts
     if kind == "chat":
         return n, n
     if kind.startswith("gemini"):
