@@ -51,6 +51,9 @@ class RequestFacts:
     multiplier: int = 1  # n / max(n, best_of) / candidateCount
     produces_output: bool = True  # False for embeddings
     wants_usage: bool = False  # OpenAI-style stream: the client itself asked for usage
+    # The field that refers to server-side state the request does not carry (a stored
+    # conversation, a cache): its prompt is bounded by the model's context window.
+    hidden_context: str | None = None
 
 
 @dataclass
@@ -148,6 +151,17 @@ class ApiFamily(abc.ABC):
         tools = self.tool_count(body)
         return (self.base_tokens + self.per_message * messages + self.per_tool * tools
                 + (self.tools_prompt if tools else 0))
+
+    # Context windows by model-name prefix, longest first wins: the default a request with
+    # hidden context reserves when the policy's `models: {M: {context_window: N}}` names none.
+    context_windows: tuple[tuple[str, int], ...] = ()
+
+    def context_window(self, model: str | None) -> int | None:
+        """This family's documented window for a model, or None when it is not known."""
+        if model is None:
+            return None
+        found = [(len(p), n) for p, n in self.context_windows if model.startswith(p)]
+        return max(found)[1] if found else None
 
     def tool_count(self, body: dict[str, Any]) -> int:
         """How many tool definitions the request declares."""

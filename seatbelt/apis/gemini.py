@@ -91,6 +91,9 @@ class Gemini(ApiFamily):
     # is a few tokens per content; built-in tools (googleSearch, codeExecution) carry a
     # prompt of their own (its tokens are reported as toolUsePromptTokenCount): 256.
     message_keys = ("contents",)
+    # Google's model pages: 1.5 Pro 2,097,152 tokens; 1.5 Flash and 2.x / 2.5: 1,048,576.
+    context_windows = (("gemini-1.5-pro", 2_097_152), ("gemini-1.5-flash", 1_048_576),
+                       ("gemini-2", 1_048_576))
     base_tokens = 16
     per_message = 8
     per_tool = 32
@@ -143,8 +146,10 @@ class Gemini(ApiFamily):
         limit = read_output_limit(config, _alias(config, "maxOutputTokens", "max_output_tokens"))
         n = read_multiplier(config, _alias(config, "candidateCount", "candidate_count"))
         stream = route.endpoint == "stream"
+        cached = _alias(body, "cachedContent", "cached_content")
+        hidden = cached if body.get(cached) is not None else None
         # Every Gemini stream chunk can carry usage; nothing needs to be requested.
-        return RequestFacts(model, stream, limit, n, wants_usage=stream)
+        return RequestFacts(model, stream, limit, n, wants_usage=stream, hidden_context=hidden)
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         name, config = _config(body)

@@ -80,6 +80,10 @@ class OpenAI(ApiFamily):
     # compatible servers apply their model's chat template (Llama 3: 5 per message).
     # Each figure here is at least twice that.
     message_keys = ("messages", "input")
+    # OpenAI's model pages: GPT-4.1 1,047,576; GPT-5 400,000; o-series 200,000; GPT-4o 128,000.
+    context_windows = (("gpt-4.1", 1_047_576), ("gpt-5", 400_000), ("o1", 200_000),
+                       ("o3", 200_000), ("o4", 200_000), ("gpt-4o", 128_000),
+                       ("gpt-4-turbo", 128_000), ("codex", 400_000))
     base_tokens = 16
     per_message = 8
     per_tool = 32

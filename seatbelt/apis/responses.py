@@ -38,6 +38,11 @@ _RESPONSES = re.compile(r"(?:^|/)(?:v\d[^/]*|openai|codex)/responses(?:/(.+))?$"
 _FREE_POST = re.compile(r"^(?:input_tokens|[^/]+/cancel)$")
 
 
+# Fields that bring in a prompt stored upstream: an earlier response's whole conversation,
+# a Conversation object, a reusable prompt template.
+_HIDDEN = ("previous_response_id", "conversation", "prompt")
+
+
 class Responses(OpenAI):
     name = "responses"
     # The stream's `error` event has no "error" key: its type marks it.
@@ -73,7 +78,8 @@ class Responses(OpenAI):
                 "cannot be metered"
             )
         # A Responses stream always reports usage: nothing needs to be requested.
-        return RequestFacts(model, stream, limit, wants_usage=stream)
+        hidden = next((k for k in _HIDDEN if body.get(k) is not None), None)
+        return RequestFacts(model, stream, limit, wants_usage=stream, hidden_context=hidden)
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         body["max_output_tokens"] = limit

@@ -83,3 +83,23 @@ def test_legacy_prompt_arrays_multiply_the_output(prompt, count):
     assert prompt_count(prompt) == count
     facts = parse("completions", {"prompt": prompt, "n": 2, "best_of": 3, "max_tokens": 5})
     assert facts.multiplier == 3 * count
+
+
+@pytest.mark.parametrize("kind,body,field", [
+    ("responses", {"model": "gpt-4o", "previous_response_id": "resp_1"}, "previous_response_id"),
+    ("responses", {"model": "gpt-4o", "conversation": "conv_1"}, "conversation"),
+    ("responses", {"model": "gpt-4o", "prompt": {"id": "pmpt_1"}}, "prompt"),
+    ("gemini", {"cachedContent": "cachedContents/x"}, "cachedContent"),
+    ("gemini", {"cached_content": "cachedContents/x"}, "cached_content"),
+    ("responses", {"model": "gpt-4o", "input": "hi"}, None),
+])
+def test_hidden_context_is_named(kind, body, field):
+    assert parse(kind, body).hidden_context == field
+
+
+def test_default_context_windows_by_model_prefix():
+    route = route_request("POST", PATHS["responses"], {})
+    assert route is not None
+    assert route.family.context_window("gpt-4o-mini") == 128_000
+    assert route.family.context_window("gpt-4.1-nano") == 1_047_576
+    assert route.family.context_window("my-model") is None

@@ -80,3 +80,36 @@ def test_dense_fan_out_never_passes_the_cap(proxy: Proxy, standin: StandIn, fami
     assert 0 < spent <= CAP
     row = proxy.row(key.id)
     assert (row["spent"], row["reserved"]) == (spent, 0), row
+
+
+HIDDEN = Key("bounds-hidden", cap=200_000)
+HIDDEN_POLICY_MODELS = "models:\n  house-model: {context_window: 150000}\n"
+
+
+@pytest.fixture(scope="module")
+def hidden_proxy(proxy_factory: Any) -> Proxy:
+    text = policy_text([HIDDEN])
+    return proxy_factory("bounds-hidden", text.replace("keys:", HIDDEN_POLICY_MODELS + "keys:", 1))
+
+
+def test_hidden_context_reserves_the_window(hidden_proxy: Proxy, standin: StandIn) -> None:
+    """previous_response_id brings a stored conversation: the hold is the model's window
+    (the policy's, else the family's default); a model with neither is refused 400."""
+    t = tag()
+    http = http_module()
+    headers = {"authorization": f"Bearer {HIDDEN.credential}"}
+
+    def post(model: str) -> Any:
+        return http.post(hidden_proxy.url + "/v1/responses", headers=headers, timeout=30, json={
+            "model": model, "input": f"{t} more", "previous_response_id": "resp_1",
+            "max_output_tokens": 10})
+
+    r = post("mystery-model")
+    assert r.status_code == 400 and "context_window" in r.json()["error"]["message"], r.text
+    assert post("house-model").status_code == 200
+    r = post("gpt-4.1")  # 1,047,576 by default: more than the cap holds
+    assert r.status_code == 429, r.text
+    lines = hidden_proxy.wait_audit(HIDDEN.id, 3)
+    served = [a for a in lines if a["outcome"] == "served"]
+    assert len(served) == 1 and served[0]["reserved"] >= 150_000 + 10
+    assert len(standin.received(t)) == 1
