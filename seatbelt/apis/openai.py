@@ -121,6 +121,10 @@ class OpenAI(ApiFamily):
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
         check_spelling(body)
         model = read_model(body, route.model_from_path)
+        if route.model_from_path is not None:
+            # Azure runs the deployment the path names, whatever `model` the body says: the
+            # path decides allow-lists, prices, limits and metrics.
+            model = route.model_from_path
         if route.endpoint == "embeddings":
             return RequestFacts(model, False, None, 1, produces_output=False)
         stream = read_bool(body, "stream")
@@ -142,7 +146,7 @@ class OpenAI(ApiFamily):
         # (o1, o3, o4-mini, gpt-5...) reject `max_tokens` with a 400, so those names
         # get `max_completion_tokens`, which OpenAI and Azure honour for every model.
         name = "max_tokens"
-        model = body.get("model") or route.model_from_path
+        model = route.model_from_path or body.get("model")
         if route.endpoint == "chat" and _reasoning_model(model):
             name = "max_completion_tokens"
         body[name] = limit

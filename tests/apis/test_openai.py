@@ -178,6 +178,16 @@ def test_model_from_azure_path_when_body_has_none():
     assert f.model == "dep1"
 
 
+@pytest.mark.parametrize("endpoint", ["chat/completions", "completions", "embeddings"])
+def test_the_azure_deployment_decides_the_model_whatever_the_body_says(endpoint):
+    """Azure runs the deployment in the path: a cheaper `model` in the body changes nothing."""
+    r = route(f"/openai/deployments/gpt-4o/{endpoint}")
+    assert FAMILY.parse_request(r, {"model": "gpt-4o-mini"}).model == "gpt-4o"
+    body: dict = {"model": "gpt-4o"}
+    FAMILY.write_limit(route("/openai/deployments/o3-prod/chat/completions"), body, 7)
+    assert body == {"model": "gpt-4o", "max_completion_tokens": 7}
+
+
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 @pytest.mark.parametrize("value", ["100", True, False, 10.0, 1.5, -1, 1e30, 2**53, [1], {"a": 1}])
 def test_bad_limits_are_refused_naming_the_field(field, value):
