@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from seatbelt.apis.base import RequestFacts, Route
@@ -156,12 +155,14 @@ def _is_text_document(d: dict[str, Any]) -> bool:
 # image_url / input_image / input_audio / file / input_file / image / document, Gemini's
 # inlineData / inline_data / fileData / file_data, Ollama's images, data: URLs).
 # A \\u escape could spell a marker's letters, so any escape means maybe.
-_MEDIA_MARKERS = re.compile(rb"image|audio|file|File|document|nline|data:|\\u")
+# (One bytes.find per marker: each is a memchr-speed scan, where a regex alternation took
+# ~200 ms over 10 MB.)
+_MEDIA_MARKERS = (b"image", b"audio", b"file", b"File", b"document", b"nline", b"data:", b"\\u")
 
 
 def _may_hold_media(raw: bytes) -> bool:
     """False only when the JSON text cannot contain a media part."""
-    return _MEDIA_MARKERS.search(raw) is not None
+    return any(marker in raw for marker in _MEDIA_MARKERS)
 
 
 def text_bound(body: dict[str, Any], raw: bytes | None = None) -> tuple[int, int]:
