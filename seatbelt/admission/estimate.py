@@ -1,8 +1,23 @@
 """Reservation arithmetic (contract §4.2): pure functions, no I/O.
 
-The prompt estimate is the original design's bytes/4 over the request JSON, which is an
-upper bound for text in the usual tokenizers (English runs at ~4 bytes per token, code
-and non-Latin scripts at fewer tokens per byte, never more than one token per byte).
+The prompt part of a hold is a *bound* on what the upstream bills, not a guess:
+
+    UTF-8 bytes of the body as compact JSON with its escapes decoded (`\\u4e16` counts the
+    3 bytes of 世, not 6), media payloads removed
+    + the family's fixed overheads (`ApiFamily.prompt_overhead`, seatbelt/apis/base.py:
+      per message, per tool, hidden system prompts)
+    + a fixed allowance per media part (below).
+
+Why bytes bound tokens: every token of a byte-level BPE (OpenAI's cl100k / o200k, Llama 3,
+Qwen, and by all appearances Anthropic's) and of a SentencePiece model with byte fallback
+(Gemini, Llama 2, Mistral) covers at least one byte of the text it encodes, so a text never
+has more tokens than bytes, whatever its script, digits or escaping. What the tokenizer
+sees is a subset of the body's decoded JSON (role names, text, tool schemas); the keys,
+quotes and braces left in are slack that covers the few tokens a template adds per part
+(SentencePiece's leading "▁"). The price: English runs at ~4-5 bytes per token, so its
+bound is ~4x the real count. Counting exactly where the bound would refuse is not done yet
+(README "How it meters").
+
 Media are billed by the API per item, not per base64 byte, so each image / audio / file
 part counts a fixed allowance instead of its payload:
 
@@ -15,18 +30,22 @@ part counts a fixed allowance instead of its payload:
   per PDF page plus the page image).
 * VIDEO_TOKENS = 10,000: ~38 s of Gemini video at 263 tokens/s.
 
-A request whose media cost more is still charged in full from the reported usage
-(audit `overrun: true`); over-reserving is always safe because settlement corrects it.
+A request whose media cost more (a many-page PDF, a long video) is still charged in full
+from the reported usage (audit `overrun: true`): media are the one part the bound does not
+cover. Over-reserving is always safe because settlement corrects it.
+
+Every walk here is iterative (no recursion) and visits each node once: a body parsed by
+seatbelt/codec/requestbody.py is at most its depth limit deep, and any shape costs linear
+time.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
-from seatbelt.apis.base import RequestFacts
+from seatbelt.apis.base import RequestFacts, Route
 
 IMAGE_TOKENS = 1_600
 AUDIO_TOKENS = 2_000
@@ -65,47 +84,61 @@ def _data_url_kind(value: str) -> str | None:
     return None
 
 
-class _Walk:
-    """Copies a request body with media payloads removed, adding up their allowances."""
+def _size(value: Any) -> int:
+    """UTF-8 bytes of a value as compact JSON, escapes decoded (C speed, no Python walk)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+class _Media:
+    """Finds the media parts of a body in one iterative pass: their allowances, and the
+    bytes of their payloads (taken off the text size)."""
 
     def __init__(self) -> None:
         self.allowance = 0
+        self.payload = 0
 
-    def add(self, kind: str) -> None:
+    def add(self, kind: str, payload: Any) -> None:
         self.allowance += _ALLOWANCE[kind]
+        self.payload += _size(payload)
 
-    def value(self, v: Any) -> Any:
-        if isinstance(v, dict):
-            return self.obj(v)
-        if isinstance(v, list):
-            return [self.value(x) for x in v]
-        if isinstance(v, str):
-            kind = _data_url_kind(v)
-            if kind is not None:
-                self.add(kind)
-                return ""
-        return v
+    def scan(self, body: Any) -> None:
+        stack = [body]
+        while stack:
+            v = stack.pop()
+            for x in self._rest(v) if isinstance(v, dict) else v:
+                if isinstance(x, (dict, list)):
+                    stack.append(x)
+                elif isinstance(x, str):
+                    kind = _data_url_kind(x)
+                    if kind is not None:
+                        self.add(kind, x)
 
-    def obj(self, d: dict[str, Any]) -> Any:
+    def _rest(self, d: dict[str, Any]) -> list[Any]:
+        """Count an object's media (the whole object when it is a media part); return the
+        values still to walk."""
         part = d.get("type")
         kind = _PART_KINDS.get(part) if isinstance(part, str) else None
         if kind is not None and not _is_text_document(d):
-            self.add(kind)
-            return {"type": part}  # the payload (data URL, base64, URL, file id) is dropped
-        out: dict[str, Any] = {}
+            self.add(kind, {k: v for k, v in d.items() if k != "type"})
+            return []
+        media = False
         for k, v in d.items():
-            if k in ("inlineData", "inline_data", "fileData", "file_data") and isinstance(v, dict):
+            if k in _INLINE and isinstance(v, dict):
                 # Gemini parts: {"inlineData": {"mimeType", "data"}}, {"fileData": {...}}
-                self.add(_kind_of_mime(v.get("mimeType", v.get("mime_type"))))
-                out[k] = {}
+                self.add(_kind_of_mime(v.get("mimeType", v.get("mime_type"))), v)
+                media = True
             elif k == "images" and isinstance(v, list) and all(isinstance(x, str) for x in v):
                 # Ollama: "images": [base64, ...] on a message
-                for _ in v:
-                    self.add("image")
-                out[k] = []
-            else:
-                out[k] = self.value(v)
-        return out
+                for x in v:
+                    self.add("image", x)
+                media = True
+        if media:  # the rest of the object is walked, its media fields not again
+            return [v for k, v in d.items() if k not in _INLINE and k != "images"]
+        return list(d.values())
+
+
+_INLINE = frozenset({"inlineData", "inline_data", "fileData", "file_data"})
 
 
 def _is_text_document(d: dict[str, Any]) -> bool:
@@ -122,24 +155,32 @@ def _is_text_document(d: dict[str, Any]) -> bool:
 # image_url / input_image / input_audio / file / input_file / image / document, Gemini's
 # inlineData / inline_data / fileData / file_data, Ollama's images, data: URLs).
 # A \\u escape could spell a marker's letters, so any escape means maybe.
-_MEDIA_MARKERS = re.compile(rb"image|audio|file|File|document|nline|data:|\\u")
+# (One bytes.find per marker: each is a memchr-speed scan, where a regex alternation took
+# ~200 ms over 10 MB.)
+_MEDIA_MARKERS = (b"image", b"audio", b"file", b"File", b"document", b"nline", b"data:", b"\\u")
 
 
 def _may_hold_media(raw: bytes) -> bool:
     """False only when the JSON text cannot contain a media part."""
-    return _MEDIA_MARKERS.search(raw) is not None
+    return any(marker in raw for marker in _MEDIA_MARKERS)
 
 
-def prompt_estimate(body: dict[str, Any], raw: bytes | None = None) -> int:
-    """Upper-bound prompt tokens: compact JSON bytes / 4 (ceil, >= 1) plus media allowances.
+def text_bound(body: dict[str, Any], raw: bytes | None = None) -> tuple[int, int]:
+    """(UTF-8 bytes of the body's decoded compact JSON less media payloads, media
+    allowances). raw: the JSON text `body` was parsed from; when it names no media the
+    media walk is skipped. Same result either way."""
+    size = _size(body)
+    if raw is not None and not _may_hold_media(raw):
+        return size, 0
+    media = _Media()
+    media.scan(body)
+    return max(0, size - media.payload), media.allowance
 
-    raw: the JSON text `body` was parsed from; when it names no media, the walk (which
-    would copy the body unchanged) is skipped. Same result either way."""
-    walk = _Walk()
-    stripped = walk.value(body) if raw is None or _may_hold_media(raw) else body
-    text = json.dumps(stripped, ensure_ascii=False, separators=(",", ":"))
-    size = len(text.encode("utf-8", "surrogatepass"))
-    return max(1, math.ceil(size / 4)) + walk.allowance
+
+def prompt_bound(route: Route, body: dict[str, Any], raw: bytes | None = None) -> int:
+    """The prompt part of a hold: an upper bound on the prompt tokens the upstream bills."""
+    text, allowance = text_bound(body, raw)
+    return max(1, text) + allowance + route.family.prompt_overhead(route, body)
 
 
 def completion_estimate(output_chars: int) -> int:

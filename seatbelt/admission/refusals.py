@@ -134,6 +134,15 @@ def bad_credential(reason: str) -> Refusal:
     return Refusal(401, "invalid_api_key", f"seatbelt: {reason}.")
 
 
+def unknown_context(model: str | None, field: str) -> Refusal:
+    name = model or "MODEL"
+    return Refusal(400, "invalid_request", (
+        f"seatbelt: this request's {field} brings in a prompt stored upstream, which seatbelt "
+        f"cannot see, so it reserves the model's context window, and none is known for "
+        f"{name!r}: the operator can name it in the policy (models: {{{name}: "
+        "{context_window: N}})."))
+
+
 def unreadable(reason: str) -> Refusal:
     return Refusal(400, "invalid_request", f"seatbelt: unreadable request body: {reason}.")
 

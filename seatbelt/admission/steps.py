@@ -129,7 +129,15 @@ def check_model(a: Admission) -> Verdict:
 def estimate_hold(a: Admission) -> Verdict:
     """Prompt bound + output limit x n; a request that names no limit gets one written in."""
     assert a.facts is not None and a.body is not None
-    a.prompt_estimate = estimate.prompt_estimate(a.body, a.data)
+    a.prompt_estimate = estimate.prompt_bound(a.route, a.body, a.data)
+    hidden = a.facts.hidden_context
+    if hidden is not None:  # a prompt stored upstream: bounded by the context window
+        window = a.policy.model_context_window(a.model) or a.family.context_window(a.model)
+        if window is None:
+            if a.key is not None and budgetheaders.capped(a.policy.caps_for(a.key)):
+                return refusals.unknown_context(a.model, hidden)
+        else:
+            a.prompt_estimate += window
     a.amount, a.write_limit = estimate.reservation(
         a.facts, a.prompt_estimate, a.policy.model_max_output(a.model),
         a.policy.fallback_max_output)

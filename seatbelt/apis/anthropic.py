@@ -25,6 +25,7 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_bool,
     read_limit,
@@ -64,6 +65,14 @@ class Anthropic(ApiFamily):
     credential_headers = ("x-api-key", "authorization")
     usage_markers = (b'"usage"',)
     output_text = OUTPUT_TEXT
+    # Tool use adds a hidden system prompt: 159-530 tokens on Claude 3 models, 261-346 on
+    # Claude 3.5-4 (Anthropic's tool-use pricing table; the most is Claude 3 Opus with
+    # tool_choice auto): 800 here. Server tools (web search, code execution) add their own
+    # definitions and results, which are billed as they happen and not bounded here.
+    base_tokens = 32
+    per_message = 12
+    per_tool = 48
+    tools_prompt = 800
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         p = norm_path(path)
@@ -89,9 +98,11 @@ class Anthropic(ApiFamily):
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
         # max_tokens is required by the API; when absent it is treated as unnamed and
         # the reserved limit gets written in (an upstream that defaults it stays bounded).
+        check_spelling(body)
         return RequestFacts(
             model=read_model(body),
             stream=read_bool(body, "stream"),
+            # 0 is defined: no output (a cache pre-warm), so it stays a limit of 0.
             max_output=read_limit(body, "max_tokens"),
         )
 

@@ -57,6 +57,9 @@ class RequestFacts:
     multiplier: int = 1  # n / max(n, best_of) / candidateCount
     produces_output: bool = True  # False for embeddings
     wants_usage: bool = False  # OpenAI-style stream: the client itself asked for usage
+    # The field that refers to server-side state the request does not carry (a stored
+    # conversation, a cache): its prompt is bounded by the model's context window.
+    hidden_context: str | None = None
 
 
 @dataclass
@@ -129,6 +132,16 @@ class ApiFamily(abc.ABC):
     # Captures the string values that are generated output text, for the estimate.
     output_text: re.Pattern[bytes] = re.compile(rb'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
+    # Prompt tokens the upstream adds that no byte of the body shows (prompt_overhead):
+    # a fixed part, per message (role and framing tokens of the chat template), per tool
+    # definition (its rendering), and a hidden system prompt when any tool is present.
+    # Generous on purpose: each family's module says where its numbers come from.
+    message_keys: tuple[str, ...] = ("messages",)
+    base_tokens: int = 16
+    per_message: int = 8
+    per_tool: int = 32
+    tools_prompt: int = 64
+
     @abc.abstractmethod
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         """Return a Route when this request is one of this family's endpoints."""
@@ -140,6 +153,29 @@ class ApiFamily(abc.ABC):
     @abc.abstractmethod
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         """Name `limit` as the output limit of a request that named none (mutates body)."""
+
+    def prompt_overhead(self, route: Route, body: dict[str, Any]) -> int:
+        """Fixed prompt tokens beyond the body's text (seatbelt/admission/estimate.py adds
+        them to the text bound)."""
+        messages = sum(_length(body.get(k)) for k in self.message_keys)
+        tools = self.tool_count(body)
+        return (self.base_tokens + self.per_message * messages + self.per_tool * tools
+                + (self.tools_prompt if tools else 0))
+
+    # Context windows by model-name prefix, longest first wins: the default a request with
+    # hidden context reserves when the policy's `models: {M: {context_window: N}}` names none.
+    context_windows: tuple[tuple[str, int], ...] = ()
+
+    def context_window(self, model: str | None) -> int | None:
+        """This family's documented window for a model, or None when it is not known."""
+        if model is None:
+            return None
+        found = [(len(p), n) for p, n in self.context_windows if model.startswith(p)]
+        return max(found)[1] if found else None
+
+    def tool_count(self, body: dict[str, Any]) -> int:
+        """How many tool definitions the request declares."""
+        return _length(body.get("tools")) + _length(body.get("functions"))
 
     def request_usage(self, route: Route, body: dict[str, Any]) -> bool:
         """Ask a stream for a usage frame the client did not ask for. True if body changed."""
@@ -170,6 +206,10 @@ class ApiFamily(abc.ABC):
         frame), as seatbelt/codec/framing.py spells it; None if `obj` is not one. The default
         reads every shape the built-in families send (`codec.framing.error_of`)."""
         return error_of(obj)
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 0
 
 
 @dataclass

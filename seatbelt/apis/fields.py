@@ -58,6 +58,51 @@ def read_limit(body: Mapping[str, Any], name: str) -> int | None:
     return n
 
 
+def read_output_limit(body: Mapping[str, Any], name: str) -> int | None:
+    """An output limit where 0 is no defined amount: absent/null -> None, 0 -> 400 (some
+    servers read 0 as "no limit", others as "the default"), else as read_limit."""
+    n = read_limit(body, name)
+    if n == 0:
+        raise BadRequestBody(
+            f"{name}: 0 is read as 'no limit' or 'the default' by some servers, so seatbelt "
+            "cannot bound it; send a positive limit")
+    return n
+
+
+# Every request field seatbelt reads, in its one valid spelling. An upstream written in Go
+# decodes JSON case-insensitively (encoding/json: the last key that folds to a field
+# wins), so a body with `MAX_TOKENS` or with both `model` and `Model` could mean one
+# thing to seatbelt and another upstream: such bodies are refused (check_spelling).
+_READ_FIELDS = (
+    "model", "stream", "stream_options", "include_usage", "max_tokens",
+    "max_completion_tokens", "max_output_tokens", "n", "best_of", "prompt", "echo",
+    "background", "previous_response_id", "conversation", "messages", "input", "system",
+    "tools", "functions", "options", "num_predict", "generationConfig", "generation_config",
+    "maxOutputTokens", "candidateCount", "candidate_count", "cachedContent", "cached_content",
+    "contents", "systemInstruction", "system_instruction", "instructions", "context",
+)
+_SPELLING = {name.casefold(): name for name in _READ_FIELDS}
+
+
+def check_spelling(obj: Mapping[str, Any], where: str = "the body") -> None:
+    """Refuse keys a case-insensitive upstream could read differently from seatbelt: two
+    keys that differ only in case, or a field seatbelt reads spelled in another case."""
+    seen: dict[str, str] = {}
+    for key in obj:
+        folded = key.casefold()
+        other = seen.get(folded)
+        if other is not None:
+            raise BadRequestBody(
+                f"{where} has both {other!r} and {key!r}: keys that differ only in case are "
+                "read as one field by some servers (the last one wins); send one")
+        seen[folded] = key
+        spelled = _SPELLING.get(folded)
+        if spelled is not None and spelled != key:
+            raise BadRequestBody(
+                f"{where} has {key!r}: some servers read it as {spelled!r}, seatbelt does "
+                f"not; spell it {spelled!r}")
+
+
 def read_multiplier(body: Mapping[str, Any], name: str) -> int:
     """n / best_of / candidateCount: absent or null -> 1; else a positive integer."""
     value = body.get(name)

@@ -32,9 +32,10 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
-    read_limit,
     read_multiplier,
+    read_output_limit,
     usage_field,
 )
 
@@ -88,6 +89,30 @@ class Gemini(ApiFamily):
     credential_query = ("key",)
     usage_markers = (b'"usageMetadata"',)
     output_text = OUTPUT_TEXT
+    # Gemini's SentencePiece has byte fallback (at most one token per byte); turn framing
+    # is a few tokens per content; built-in tools (googleSearch, codeExecution) carry a
+    # prompt of their own (its tokens are reported as toolUsePromptTokenCount): 256.
+    message_keys = ("contents",)
+    # Google's model pages: 1.5 Pro 2,097,152 tokens; 1.5 Flash and 2.x / 2.5: 1,048,576.
+    context_windows = (("gemini-1.5-pro", 2_097_152), ("gemini-1.5-flash", 1_048_576),
+                       ("gemini-2", 1_048_576))
+    base_tokens = 16
+    per_message = 8
+    per_tool = 32
+    tools_prompt = 256
+
+    def tool_count(self, body: dict[str, Any]) -> int:
+        """Each tool entry, and each function declaration inside one."""
+        tools = body.get("tools")
+        if not isinstance(tools, list):
+            return 0
+        n = len(tools)
+        for tool in tools:
+            if isinstance(tool, dict):
+                for key in ("functionDeclarations", "function_declarations"):
+                    value = tool.get(key)
+                    n += len(value) if isinstance(value, list) else 0
+        return n
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         p = norm_path(path)
@@ -113,15 +138,20 @@ class Gemini(ApiFamily):
         return Route(self, "gemini", resource, "free" if free else "unmetered")
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
         model = route.model_from_path
         if route.endpoint == "embed":
             return RequestFacts(model, False, None, 1, produces_output=False)
-        _, config = _config(body)
-        limit = read_limit(config, _alias(config, "maxOutputTokens", "max_output_tokens"))
+        name, config = _config(body)
+        check_spelling(config, name)
+        # 0 is proto3's "unset": the model's default limit, which seatbelt cannot bound.
+        limit = read_output_limit(config, _alias(config, "maxOutputTokens", "max_output_tokens"))
         n = read_multiplier(config, _alias(config, "candidateCount", "candidate_count"))
         stream = route.endpoint == "stream"
+        cached = _alias(body, "cachedContent", "cached_content")
+        hidden = cached if body.get(cached) is not None else None
         # Every Gemini stream chunk can carry usage; nothing needs to be requested.
-        return RequestFacts(model, stream, limit, n, wants_usage=stream)
+        return RequestFacts(model, stream, limit, n, wants_usage=stream, hidden_context=hidden)
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         name, config = _config(body)

@@ -34,6 +34,7 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_limit,
     read_model,
@@ -70,6 +71,13 @@ class Ollama(ApiFamily):
     credential_headers = ("authorization",)
     usage_markers = (b'"prompt_eval_count"', b'"eval_count"')
     output_text = OUTPUT_TEXT
+    # The model's chat template frames each message (Llama 3: 5 tokens, Qwen: 4) and
+    # renders tools with a preamble (Llama 3.1's is ~60 tokens). A Modelfile SYSTEM prompt
+    # is context the request does not carry: base_tokens leaves room for a short one only.
+    base_tokens = 128
+    per_message = 16
+    per_tool = 32
+    tools_prompt = 256
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         m = _ROUTE.search(norm_path(path))
@@ -86,6 +94,8 @@ class Ollama(ApiFamily):
         return Route(self, "ollama", endpoint, kind)
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
+        check_spelling(_options(body), "options")
         model = read_model(body)
         if route.endpoint == "embed":
             return RequestFacts(model, False, None, 1, produces_output=False)

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from seatbelt.apis.assembly import Assembly, Choice
 from seatbelt.apis.base import (
     ApiFamily,
+    BadRequestBody,
     EndpointKind,
     ErrorShape,
     Framing,
@@ -28,11 +29,12 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_bool,
-    read_limit,
     read_model,
     read_multiplier,
+    read_output_limit,
     sub,
     usage_field,
 )
@@ -75,6 +77,20 @@ class OpenAI(ApiFamily):
     credential_headers = ("authorization", "api-key")
     usage_markers: tuple[bytes, ...] = (b'"usage"',)
     output_text = OUTPUT_TEXT
+    # Chat framing is 3 tokens per message (+1 for a name) and 3 to prime the reply
+    # (OpenAI's token-counting cookbook); tools are rendered as a TypeScript-like
+    # namespace (~10 tokens of wrapper, a few per function) beside their JSON's text;
+    # compatible servers apply their model's chat template (Llama 3: 5 per message).
+    # Each figure here is at least twice that.
+    message_keys = ("messages", "input")
+    # OpenAI's model pages: GPT-4.1 1,047,576; GPT-5 400,000; o-series 200,000; GPT-4o 128,000.
+    context_windows = (("gpt-4.1", 1_047_576), ("gpt-5", 400_000), ("o1", 200_000),
+                       ("o3", 200_000), ("o4", 200_000), ("gpt-4o", 128_000),
+                       ("gpt-4-turbo", 128_000), ("codex", 400_000))
+    base_tokens = 16
+    per_message = 8
+    per_tool = 32
+    tools_prompt = 64
 
     def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
         p = norm_path(path)
@@ -106,18 +122,22 @@ class OpenAI(ApiFamily):
         return Route(self, provider, resource, kind, deployment)
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
         model = read_model(body, route.model_from_path)
+        if route.model_from_path is not None:
+            # Azure runs the deployment the path names, whatever `model` the body says: the
+            # path decides allow-lists, prices, limits and metrics.
+            model = route.model_from_path
         if route.endpoint == "embeddings":
             return RequestFacts(model, False, None, 1, produces_output=False)
         stream = read_bool(body, "stream")
         if route.endpoint == "chat":
-            completion_limit = read_limit(body, "max_completion_tokens")
-            tokens_limit = read_limit(body, "max_tokens")
-            limit = completion_limit if completion_limit is not None else tokens_limit
+            limit = _chat_limit(body)
             multiplier = read_multiplier(body, "n")
         else:
-            limit = read_limit(body, "max_tokens")
-            multiplier = max(read_multiplier(body, "n"), read_multiplier(body, "best_of"))
+            limit = read_output_limit(body, "max_tokens")
+            best = max(read_multiplier(body, "n"), read_multiplier(body, "best_of"))
+            multiplier = best * prompt_count(body.get("prompt"))
         options = body.get("stream_options")
         wants = stream and isinstance(options, dict) and options.get("include_usage") is True
         return RequestFacts(model, stream, limit, multiplier, wants_usage=wants)
@@ -129,7 +149,7 @@ class OpenAI(ApiFamily):
         # (o1, o3, o4-mini, gpt-5...) reject `max_tokens` with a 400, so those names
         # get `max_completion_tokens`, which OpenAI and Azure honour for every model.
         name = "max_tokens"
-        model = body.get("model") or route.model_from_path
+        model = route.model_from_path or body.get("model")
         if route.endpoint == "chat" and _reasoning_model(model):
             name = "max_completion_tokens"
         body[name] = limit
@@ -167,10 +187,6 @@ class OpenAI(ApiFamily):
             }
         }
 
-
-# OpenAI's reasoning models, by the names OpenAI and Azure deployments use. Prefixed
-# names ("openai/o3") are gateway spellings (OpenRouter, LiteLLM), which take max_tokens.
-
     def assemble(self, a: Assembly, obj: dict[str, Any]) -> bool:
         """Chat, chat chunks, legacy completions and embeddings, for the content view."""
         if isinstance(obj.get("choices"), list):
@@ -180,6 +196,32 @@ class OpenAI(ApiFamily):
         else:
             return False
         return True
+
+
+def _chat_limit(body: dict[str, Any]) -> int | None:
+    """The chat output limit. Servers differ in which of the two names wins when both are
+    sent (vLLM: max_completion_tokens; older llama.cpp / Ollama builds: max_tokens), so two
+    different values are refused."""
+    completion_limit = read_output_limit(body, "max_completion_tokens")
+    tokens_limit = read_output_limit(body, "max_tokens")
+    if None not in (completion_limit, tokens_limit) and completion_limit != tokens_limit:
+        raise BadRequestBody(
+            "max_tokens and max_completion_tokens differ: servers read different ones; "
+            "send one")
+    return completion_limit if completion_limit is not None else tokens_limit
+
+
+def prompt_count(prompt: Any) -> int:
+    """Legacy completions generate n choices *per prompt*: a list of strings or of token
+    lists is that many prompts; a string or one token list is one."""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return len(prompt)
+    return 1
+
+
+# OpenAI's reasoning models, by the names OpenAI and Azure deployments use. Prefixed
+# names ("openai/o3") are gateway spellings (OpenRouter, LiteLLM), which take max_tokens.
+
 _REASONING = re.compile(r"^(?:o\d|gpt-5|codex)", re.IGNORECASE)
 
 

@@ -26,10 +26,11 @@ from seatbelt.apis.base import (
 from seatbelt.apis.fields import (
     JSON_STRING,
     READ_ONLY,
+    check_spelling,
     norm_path,
     read_bool,
-    read_limit,
     read_model,
+    read_output_limit,
 )
 from seatbelt.apis.openai import OpenAI, OpenAIUsageReader, provider_of
 
@@ -42,6 +43,11 @@ DOCUMENT_TEXT = re.compile(rb'"(?:text|arguments|refusal)"\s*:\s*' + JSON_STRING
 _RESPONSES = re.compile(r"(?:^|/)(?:v\d[^/]*|openai|codex)/responses(?:/(.+))?$")
 # Reads, deletes and cancels of stored responses, and token counting, cost nothing.
 _FREE_POST = re.compile(r"^(?:input_tokens|[^/]+/cancel)$")
+
+
+# Fields that bring in a prompt stored upstream: an earlier response's whole conversation,
+# a Conversation object, a reusable prompt template.
+_HIDDEN = ("previous_response_id", "conversation", "prompt")
 
 
 class Responses(OpenAI):
@@ -69,16 +75,18 @@ class Responses(OpenAI):
         return Route(self, provider_of(None, headers), "responses", kind)
 
     def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
+        check_spelling(body)
         model = read_model(body)
         stream = read_bool(body, "stream")
-        limit = read_limit(body, "max_output_tokens")
+        limit = read_output_limit(body, "max_output_tokens")
         if read_bool(body, "background"):
             raise UnmeteredRequest(
                 "a background response is generated after the request ends, where its cost "
                 "cannot be metered"
             )
         # A Responses stream always reports usage: nothing needs to be requested.
-        return RequestFacts(model, stream, limit, wants_usage=stream)
+        hidden = next((k for k in _HIDDEN if body.get(k) is not None), None)
+        return RequestFacts(model, stream, limit, wants_usage=stream, hidden_context=hidden)
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         body["max_output_tokens"] = limit

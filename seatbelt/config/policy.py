@@ -69,7 +69,7 @@ _KEY_FIELDS = ("id", "account", "credential_sha256", "credential", "cap", "windo
                "cap_usd", "window_usd",
                *access_mod.KEY_FIELDS)
 _ACCOUNT_FIELDS = ("cap", "window", "cap_usd", "window_usd", *access_mod.ACCOUNT_FIELDS)
-_MODEL_FIELDS = ("max_output",)
+_MODEL_FIELDS = ("max_output", "context_window")
 _ROUTE_FIELDS = ("host", "path", "api", "stream_options")
 _ROUTE_SETTINGS = ("api", "stream_options")
 _WINDOW_NAMES = ("balance", "daily", "monthly")
@@ -95,6 +95,9 @@ class ModelInfo:
     """What the policy says about one model, by the name clients send."""
 
     max_output: int | None
+    # Reserved as the prompt of a request that refers to server-side state it does not
+    # carry (Responses previous_response_id, Gemini cachedContent): apis/base.py.
+    context_window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,10 @@ class Policy:
     def model_max_output(self, model: str | None) -> int | None:
         info = self.models.get(model) if model is not None else None
         return info.max_output if info else None
+
+    def model_context_window(self, model: str | None) -> int | None:
+        info = self.models.get(model) if model is not None else None
+        return info.context_window if info else None
 
 
 def fingerprint(credential: str) -> str:
@@ -548,12 +555,15 @@ class _Loader:
         for name, (_, value) in self.mapping(node, "models", None).items():
             where = f"models.{name}"
             fields = self.mapping(value, where, _MODEL_FIELDS)
-            max_output = None
-            if "max_output" in fields and self.scalar(fields["max_output"][1],
-                                                      f"{where}.max_output") is not None:
-                max_output = self.integer(fields["max_output"][1], f"{where}.max_output",
-                                          minimum=1, what="a positive integer")
-            out[name] = ModelInfo(max_output)
+            sizes: dict[str, int | None] = {}
+            for field_name in _MODEL_FIELDS:
+                sizes[field_name] = None
+                if field_name in fields and self.scalar(
+                        fields[field_name][1], f"{where}.{field_name}") is not None:
+                    sizes[field_name] = self.integer(
+                        fields[field_name][1], f"{where}.{field_name}", minimum=1,
+                        what="a positive integer")
+            out[name] = ModelInfo(sizes["max_output"], sizes["context_window"])
         return out
 
     # -- USD budgets (seatbelt/usd/pricing.py) --

@@ -148,9 +148,11 @@ def facts(body, path="/v1/chat/completions"):
 def test_chat_limits_precedence_and_n():
     assert facts({"model": "m"}).max_output is None
     assert facts({"max_tokens": 100}).max_output == 100
-    assert facts({"max_completion_tokens": 50, "max_tokens": 100}).max_output == 50
+    assert facts({"max_completion_tokens": 50, "max_tokens": 50}).max_output == 50
     assert facts({"max_completion_tokens": None, "max_tokens": 100}).max_output == 100
-    assert facts({"max_tokens": 0}).max_output == 0
+    for body in ({"max_tokens": 0}, {"max_completion_tokens": 50, "max_tokens": 100}):
+        with pytest.raises(BadRequestBody):  # 0 may mean "no limit"; two limits may differ
+            facts(body)
     assert facts({"n": 3, "max_tokens": 10}).multiplier == 3
     assert facts({"n": None}).multiplier == 1
     f = facts({"model": "gpt-4o", "stream": True})
@@ -174,6 +176,16 @@ def test_embeddings_produce_no_output():
 def test_model_from_azure_path_when_body_has_none():
     f = FAMILY.parse_request(route("/openai/deployments/dep1/chat/completions"), {})
     assert f.model == "dep1"
+
+
+@pytest.mark.parametrize("endpoint", ["chat/completions", "completions", "embeddings"])
+def test_the_azure_deployment_decides_the_model_whatever_the_body_says(endpoint):
+    """Azure runs the deployment in the path: a cheaper `model` in the body changes nothing."""
+    r = route(f"/openai/deployments/gpt-4o/{endpoint}")
+    assert FAMILY.parse_request(r, {"model": "gpt-4o-mini"}).model == "gpt-4o"
+    body: dict = {"model": "gpt-4o"}
+    FAMILY.write_limit(route("/openai/deployments/o3-prod/chat/completions"), body, 7)
+    assert body == {"model": "gpt-4o", "max_completion_tokens": 7}
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])

@@ -143,8 +143,10 @@ def test_estimates_within_2x_of_reported(fx):
     visible = fx.usage["completion_tokens"] - (fx.usage["reasoning_tokens"] or 0)
     est = estimate.completion_estimate(sc.output_chars)
     assert est > 0 and visible / 2 <= est <= visible * 2, (est, visible)
-    prompt = estimate.prompt_estimate(fx.request)
-    assert fx.usage["prompt_tokens"] / 2 <= prompt <= fx.usage["prompt_tokens"] * 2 + 16
+    route = route_request("POST", "/v1/responses", {})
+    assert route is not None
+    prompt = estimate.prompt_bound(route, fx.request)
+    assert fx.usage["prompt_tokens"] <= prompt <= fx.usage["prompt_tokens"] * 8 + 200
 
 
 def test_error_body_is_openai_shaped():

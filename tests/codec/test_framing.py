@@ -58,7 +58,10 @@ def test_the_array_splitter_cuts_pieces_as_it_cuts_the_whole(
 
 
 def test_error_text_is_kind_then_message_and_bounded() -> None:
-    assert framing.error_of({"error": {"type": "t", "code": "c", "message": "m"}}) == "t: m"
+    # the string code is the most specific (context_length_exceeded beside a generic type)
+    assert framing.error_of({"error": {"type": "t", "code": "c", "message": "m"}}) == "c: m"
+    assert framing.error_of({"error": {"type": "t", "code": 429, "message": "m"}}) == "t: m"
+    assert framing.error_of({"error": {"status": "s", "message": "m"}}) == "s: m"
     assert framing.error_of({"type": "error", "code": "c", "message": "m"}) == "c: m"
     assert framing.error_of({"error": "x" * 500}) == "x" * framing.ERROR_TEXT_MAX
     assert framing.error_of({"error": None, "choices": []}) is None

@@ -20,7 +20,7 @@ from tests.standin import StandIn
 
 pytestmark = pytest.mark.e2e
 
-KNOWN = Key("known", cap=50)
+KNOWN = Key("known", cap=200)  # holds one ~124-token request
 STRANGER = "sk-stranger-" + "5" * 20
 
 

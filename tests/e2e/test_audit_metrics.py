@@ -14,7 +14,7 @@ from tests.standin import Received, StandIn
 
 pytestmark = pytest.mark.e2e
 
-METER = Key("meter", cap=100, account="audited")
+METER = Key("meter", cap=300, account="audited")  # holds one ~215-token request
 OTHER = Key("other-model")
 AUDIT_FIELDS = {
     "ts", "flow_id", "account", "key", "credential_fp", "provider", "host", "path", "model",
@@ -53,7 +53,7 @@ def traffic(proxy_factory: Any, standin: StandIn) -> tuple[Proxy, Received, list
         **chat(f"{t} #len:60 #cache-read:4 #reasoning:2", max_tokens=60),
         extra_query={"trace": "on"})
     with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(**chat(f"{t} again", max_tokens=40))
+        client.chat.completions.create(**chat(f"{t} again", max_tokens=400))
     openai_client(proxy, OTHER).chat.completions.create(
         model="my-private-model-xyz", max_tokens=5, messages=[{"role": "user", "content": t}])
     lines = proxy.wait_audit(METER.id, 2)

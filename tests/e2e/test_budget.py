@@ -25,15 +25,17 @@ from tests.standin import StandIn
 pytestmark = pytest.mark.e2e
 
 WITHIN = Key("within", cap=100_000)
-QUOTA = Key("quota", cap=100)
-QUOTA_ANT = Key("quota-ant", cap=100)
-ROLLING = Key("rolling", cap=100, window={"rolling": 3600})
-FANOUT = Key("fanout", cap=300)
+# Each cap admits one ~70-token request (its hold, a byte bound on the prompt + 60, is
+# ~190: seatbelt/admission/estimate.py) and refuses the next, which asks for 400 more.
+QUOTA = Key("quota", cap=300)
+QUOTA_ANT = Key("quota-ant", cap=300)
+ROLLING = Key("rolling", cap=300, window={"rolling": 3600})
+FANOUT = Key("fanout", cap=1200)
 SUM = Key("sum")  # metered, not capped
 SHARED_1 = Key("shared-1", account="shared")
 SHARED_2 = Key("shared-2", account="shared")
 KEYS = [WITHIN, QUOTA, QUOTA_ANT, ROLLING, FANOUT, SUM, SHARED_1, SHARED_2]
-ACCOUNTS = {"shared": {"cap": 100, "window": "balance"}}
+ACCOUNTS = {"shared": {"cap": 300, "window": "balance"}}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_balance_cap_refuses_with_insufficient_quota(proxy: Proxy, standin: Stan
     # Default retries on: x-should-retry: false must stop the SDK from asking again.
     client = openai_client(proxy, QUOTA, max_retries=2)
     with pytest.raises(openai.RateLimitError) as info:
-        client.chat.completions.create(**chat(f"{t} again", max_tokens=40))
+        client.chat.completions.create(**chat(f"{t} again", max_tokens=400))
     status, headers, body = refusal(info.value)
     assert status == 429
     assert "retry-after" not in headers
@@ -101,7 +103,7 @@ def test_balance_cap_refusal_in_anthropic_shape(proxy: Proxy, standin: StandIn) 
     msg = [{"role": "user", "content": f"{t} #len:60"}]
     client.messages.create(model="claude-sonnet-4-0", max_tokens=60, messages=msg)
     with pytest.raises(anthropic.RateLimitError) as info:
-        client.messages.create(model="claude-sonnet-4-0", max_tokens=40, messages=msg)
+        client.messages.create(model="claude-sonnet-4-0", max_tokens=400, messages=msg)
     status, headers, body = refusal(info.value)
     assert status == 429
     assert "retry-after" not in headers
@@ -121,7 +123,7 @@ def test_rolling_cap_refuses_with_retry_after(proxy: Proxy, standin: StandIn) ->
     client = openai_client(proxy, ROLLING)
     _spend_70(client, t)
     with pytest.raises(openai.RateLimitError) as info:
-        client.chat.completions.create(**chat(f"{t} again", max_tokens=40))
+        client.chat.completions.create(**chat(f"{t} again", max_tokens=400))
     status, headers, body = refusal(info.value)
     assert status == 429
     retry_after = headers.get("retry-after")
@@ -145,7 +147,7 @@ def test_account_cap_is_shared_by_its_keys(proxy: Proxy, standin: StandIn) -> No
     t = tag()
     _spend_70(openai_client(proxy, SHARED_1), t)
     with pytest.raises(openai.RateLimitError) as info:
-        openai_client(proxy, SHARED_2).chat.completions.create(**chat(f"{t} b", max_tokens=40))
+        openai_client(proxy, SHARED_2).chat.completions.create(**chat(f"{t} b", max_tokens=400))
     _, headers, body = refusal(info.value)
     assert body["error"]["code"] == "insufficient_quota"
     assert SHARED_1.credential not in body["error"]["message"]
@@ -156,7 +158,7 @@ def test_account_cap_is_shared_by_its_keys(proxy: Proxy, standin: StandIn) -> No
 
 
 def test_fan_out_never_overshoots(proxy: Proxy, standin: StandIn) -> None:
-    """40 concurrent streams on a cap that holds ~13: the rest are refused, never sent."""
+    """40 concurrent streams on a cap that holds ~9: the rest are refused, never sent."""
     t = tag()
     results = fan_out_streams([openai_client(proxy, FANOUT) for _ in range(40)], t)
     served = results.count("served")

@@ -144,7 +144,7 @@ def test_client_closing_after_the_end_marker_was_served(proxy: Proxy, standin: S
 
 
 def test_restart_keeps_spend(proxy_factory: Any, standin: StandIn) -> None:
-    key = Key("durable", cap=100)
+    key = Key("durable", cap=300)  # holds one ~190-token request
     proxy = proxy_factory("restart", policy_text([key]))
     t = tag()
     openai_client(proxy, key).chat.completions.create(**chat(f"{t} #len:60", max_tokens=60))
@@ -155,6 +155,6 @@ def test_restart_keeps_spend(proxy_factory: Any, standin: StandIn) -> None:
     proxy.start()
     assert proxy.row(key.id)["spent"] == up.spend
     with pytest.raises(openai.RateLimitError) as info:
-        openai_client(proxy, key).chat.completions.create(**chat(f"{t} b", max_tokens=40))
+        openai_client(proxy, key).chat.completions.create(**chat(f"{t} b", max_tokens=400))
     assert info.value.response.json()["error"]["code"] == "insufficient_quota"
     assert len(standin.received(t)) == 1

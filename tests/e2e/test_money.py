@@ -1,7 +1,8 @@
 """USD budgets and operator tools through a real mitmdump (issue 7, items 4 and 9).
 
 Prices are absurdly high on purpose ($1000 / $2000 per 1M tokens = 1000 / 2000 micro-dollars
-per token), so one small stand-in request costs about $0.13 and a $0.20 cap holds one.
+per token), so one small stand-in request costs about $0.13, holds about $0.25 (its prompt bound is
+its bytes: seatbelt/admission/estimate.py), and a $0.30 cap holds one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.standin import StandIn
 
 pytestmark = pytest.mark.e2e
 
-SPENDER = Key("usd-spender")  # cap_usd 0.20, balance
+SPENDER = Key("usd-spender")  # cap_usd 0.30, balance
 UNPRICED = Key("usd-unpriced")  # cap_usd 5: only gpt-4o-mini has a price
 RELEASED = Key("usd-released")  # cap_usd 5: its holds are released while it streams
 INPUT, CACHED, OUTPUT = 1000, 250, 2000  # micro-dollars per token
@@ -45,7 +46,7 @@ def policy(keys: list[Key]) -> str:
         "  money: {cap_usd: 100}",
         "keys:",
     ]
-    for k, cap_usd in zip(keys, ("0.20", "5", "5")):
+    for k, cap_usd in zip(keys, ("0.30", "5", "5")):
         lines += [f"  - id: {k.id}", "    account: money", f"    credential_sha256: {k.fp}",
                   "    cap: 100000", f"    cap_usd: {cap_usd}"]
     return "\n".join(lines) + "\n"
@@ -70,7 +71,7 @@ def test_usd_cap_refuses_once_spent_and_the_cli_resets_it(proxy: Proxy, standin:
     assert usage is not None and usage["cached_tokens"] == 8
     expected = ((usage["prompt_tokens"] - 8) * INPUT + 8 * CACHED
                 + usage["completion_tokens"] * OUTPUT)
-    assert 100_000 < expected < 200_000  # one fits the $0.20 cap, two do not
+    assert 100_000 < expected < 200_000  # one fits the $0.30 cap, two do not
 
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(**chat(f"{t} again", max_tokens=60))
@@ -84,8 +85,8 @@ def test_usd_cap_refuses_once_spent_and_the_cli_resets_it(proxy: Proxy, standin:
     assert served["outcome"] == "served" and micro(served["cost_usd"]) == expected
     assert (refused["outcome"], refused["cost_usd"]) == ("refused_quota", None)
     row = proxy.row(SPENDER.id)
-    assert (row["cap_usd"], micro(row["spent_usd"]), row["reserved_usd"]) == (0.2, expected, 0)
-    assert micro(row["remaining_usd"]) == 200_000 - expected
+    assert (row["cap_usd"], micro(row["spent_usd"]), row["reserved_usd"]) == (0.3, expected, 0)
+    assert micro(row["remaining_usd"]) == 300_000 - expected
     assert row["spent"] == usage["prompt_tokens"] + usage["completion_tokens"]
     spend = wait_for("the USD spend counter", lambda: proxy.metrics().value(
         "seatbelt_spend_usd_total", account="money", key=SPENDER.id))

