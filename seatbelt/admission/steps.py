@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 
-from seatbelt.admission import budgetheaders, estimate, operating, refusals
+from seatbelt.admission import budgetheaders, destination, estimate, operating, refusals
 from seatbelt.admission.auth import find_credential
 from seatbelt.admission.context import Admission
 from seatbelt.admission.refusals import Refusal
@@ -40,6 +40,21 @@ class Forward(enum.Enum):
 FORWARD = Forward.FORWARD
 Verdict = Refusal | Forward | None
 Step = Callable[[Admission], Verdict | Awaitable[Verdict]]
+
+
+def check_route(a: Admission) -> Verdict:
+    """A route of kind "refused" is never sent: its path reads differently on different
+    servers (seatbelt/apis/paths.py), or its Host header names another host than the one
+    it goes to (seatbelt/admission/destination.py)."""
+    if a.route.kind != "refused":
+        return None
+    if a.route.endpoint == destination.HOST_MISMATCH:
+        why = (f"the Host header names {destination.header_host(a.flow)}, not "
+               f"{destination.destination(a.flow)}, where this request goes")
+    else:
+        why = ("this request path is read differently by different servers (a '#', '\\', "
+               "';', percent-escape or dot segment); send it in its plain form")
+    return Refusal(400, "invalid_request", f"seatbelt: {why}.")
 
 
 def check_ready(a: Admission) -> Verdict:
@@ -146,7 +161,8 @@ def request_usage(a: Admission) -> Verdict:
         return None
     req = a.flow.request
     if (a.policy.routes
-            and a.policy.route_settings(req.pretty_host, a.path).stream_options is False):
+            and a.policy.route_settings(destination.destination(a.flow),
+                                        a.path).stream_options is False):
         return None
     a.injected_usage = a.family.request_usage(a.route, a.body)
     if a.injected_usage:
@@ -275,6 +291,7 @@ def mark_fail_open(a: Admission) -> Verdict:
 
 
 STEPS: tuple[Step, ...] = (
+    check_route,
     check_ready,
     authenticate,
     check_operator_switches,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 Framing = Literal["sse", "ndjson", "json", "json-array"]
-EndpointKind = Literal["metered", "free", "unmetered"]
+# refused: the path's readings route differently (seatbelt/apis/paths.py): 400, never sent
+EndpointKind = Literal["metered", "free", "unmetered", "refused"]
 
 
 class BadRequestBody(ValueError):

@@ -7,6 +7,7 @@ a cap off. Raw credentials never leave `load_policy`: the plain `credential:` fo
 fingerprinted on the spot and only its fingerprint is kept.
 
 Defaults: `require_auth: true`, `fallback_max_output: 4096`, `unmetered_endpoints: refuse`,
+`unknown_endpoints: refuse` (a POST no family knows, on an LLM host: seatbelt/apis),
 a key's `account` is `default` (which must then be declared when `accounts:` is non-empty),
 a cap's `window` is `balance`. A missing or null `cap` means metered, not capped.
 
@@ -59,6 +60,7 @@ _TOP_FIELDS = (
     "require_auth",
     "fallback_max_output",
     "unmetered_endpoints",
+    "unknown_endpoints",
     "models",
     "accounts",
     "keys",
@@ -167,6 +169,9 @@ class Policy:
     keys: tuple[Key, ...]
     unmetered_endpoints: Literal["refuse", "allow"]
     digest: str
+    # A POST on an LLM host (reverse mode, hosts the policy names) that no family knows:
+    # refused 403 endpoint_not_metered unless "allow" (seatbelt/apis/__init__.py).
+    unknown_endpoints: Literal["refuse", "allow"] = "refuse"
     warnings: tuple[str, ...] = ()
     routes: tuple[RouteRule, ...] = ()
     prices: Mapping[str, Price] = field(  # model -> USD per 1M tokens (seatbelt/usd/pricing.py)
@@ -178,9 +183,16 @@ class Policy:
     _effective: dict[str, access_mod.Effective] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
+    # Hosts the policy names as LLM servers: `routes:` rules routing a host as an API, and
+    # the hosts virtual keys may reach (seatbelt/admission/destination.py: on_llm_host).
+    llm_hosts: frozenset[str] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         index = {fp: key for key in self.keys for fp in key.fingerprints}
         object.__setattr__(self, "_by_fp", types.MappingProxyType(index))
+        hosts = {r.host for r in self.routes if r.host and r.api not in (None, "none")}
+        hosts.update(h.lower() for k in self.keys for h in k.access.upstream_hosts)
+        object.__setattr__(self, "llm_hosts", frozenset(hosts))
 
     def identities(self) -> access_mod.IdentityIndex:
         """Keys by connection identity (proxy-auth user, client certificate, address)."""
@@ -487,6 +499,15 @@ class _Loader:
                                 f"{_describe(node)}", "write `unmetered_endpoints: refuse` "
                                 "(default) or `allow`")
 
+        unknown = "refuse"
+        if "unknown_endpoints" in top:
+            node = top["unknown_endpoints"][1]
+            unknown = self.scalar(node, "unknown_endpoints")
+            if unknown not in ("refuse", "allow"):
+                raise self.fail(node, "unknown_endpoints", f"must be refuse or allow, got "
+                                f"{_describe(node)}", "write `unknown_endpoints: refuse` "
+                                "(default) or `allow`")
+
         models = self.models(top["models"][1]) if "models" in top else {}
         declared = self.accounts(top["accounts"][1]) if "accounts" in top else {}
         keys = self.keys(top["keys"][1], declared) if "keys" in top else ()
@@ -514,6 +535,8 @@ class _Loader:
                      for k in keys],
             "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
+        if unknown != "refuse":  # absent by default: older digests stay the same
+            canonical["unknown_endpoints"] = unknown
         if prices or any(e.cap_usd is not None for e in (*keys, *accounts.values())):
             canonical["usd"] = {  # absent without USD budgets: older digests stay the same
                 "prices": {m: p.label() for m, p in sorted(prices.items())},
@@ -532,6 +555,7 @@ class _Loader:
             accounts=types.MappingProxyType(accounts),
             keys=keys,
             unmetered_endpoints=unmetered,
+            unknown_endpoints=unknown,
             digest=digest,
             warnings=tuple(self.warnings),
             routes=routes,

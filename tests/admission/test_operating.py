@@ -256,11 +256,12 @@ def test_virtual_key_swaps_only_on_its_hosts_and_is_redacted(runtime, files):
             assert g.response.status_code == 403
             assert g.response.headers["x-seatbelt-refused"] == "host_not_allowed"
             assert REAL not in g.request.headers["authorization"]
-            # A spoofed Host header naming the allowed host does not help.
+            # A spoofed Host header naming the allowed host does not help: it names another
+            # host than the destination, refused 400 before any credential is looked at.
             h = flow_for(chat(), "sk-virtual", host="evil.example")
             h.request.headers["host"] = "api.example.com"
             await sb.request(h)
-            assert h.response.status_code == 403
+            assert h.response.status_code == 400
             assert REAL not in h.request.headers["authorization"]
 
     run(go)
