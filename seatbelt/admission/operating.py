@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
+from seatbelt.admission import destination
 from seatbelt.apis.base import ApiFamily, Credentials, Route
 from seatbelt.config.access import (
     connection_identity,
@@ -32,41 +33,40 @@ def identify(policy: Policy, flow: http.HTTPFlow) -> tuple[Key | None, str | Non
 
 
 def destinations(flow: http.HTTPFlow) -> list[str]:
-    """Every host name the request could be delivered to, all of which must be allowed.
-
-    `request.host` is where mitmproxy connects; in transparent mode it is an IP, and the
-    TLS server name (verified against the upstream certificate unless ssl_insecure) names
-    the host. A Host header naming yet another host is checked too: it may route the
-    request at a shared front end."""
-    req = flow.request
-    out = [req.host]
-    if _is_ip(req.host):
-        sni = getattr(flow.server_conn, "sni", None) or getattr(flow.client_conn, "sni", None)
-        if sni:
-            out = [sni]
-    header = req.host_header
-    if header:
-        name = header.rsplit(":", 1)[0] if not header.startswith("[") else \
-            header[1:].split("]", 1)[0]
-        if name and name.lower() not in (h.lower() for h in out):
-            out.append(name)
+    """Every host name the request could be delivered to, all of which must be allowed:
+    where mitmproxy connects (seatbelt/admission/destination.py), and a Host header naming
+    yet another host (it may route the request at a shared front end)."""
+    out = [destination.destination(flow)]
+    named = destination.header_host(flow)
+    if named and named not in out:
+        out.append(named)
     return out
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def virtual_host_ok(key: Key, flow: http.HTTPFlow) -> tuple[bool, str]:
-    """(allowed, the first host that is not) for a virtual key's request."""
+    """(allowed, why not) for a virtual key's request: every destination allowed, and the
+    upstream's identity checked. Over TLS mitmproxy verifies the certificate against the
+    host unless `ssl_insecure` (then an IP with an allowed server name could be anyone);
+    plain HTTP has no certificate, so only a loopback address is trusted there."""
     for host in destinations(flow):
         if not host_allowed(key.access.upstream_hosts, host):
             return False, host
+    host = destinations(flow)[0]
+    if flow.request.scheme == "https":
+        if ctx.options.ssl_insecure:
+            return False, f"{host} (ssl_insecure: its certificate is not verified)"
+    elif not _loopback(flow.request.host):
+        return False, f"{host} (plain HTTP: no certificate proves who answers)"
     return True, ""
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def swap_credential(key: Key, family: ApiFamily, request: http.Request,

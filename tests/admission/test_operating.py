@@ -93,6 +93,7 @@ def files(tmp_path):
 
 def flow_for(body: dict, key: str | None, host: str = "api.example.com"):
     f = tflow.tflow()
+    f.request.scheme, f.request.port = "https", 443  # a verified upstream (virtual keys)
     f.request.host = host
     f.request.headers["host"] = host
     f.request.method = "POST"
@@ -262,6 +263,20 @@ def test_virtual_key_swaps_only_on_its_hosts_and_is_redacted(runtime, files):
             h.request.headers["host"] = "api.example.com"
             await sb.request(h)
             assert h.response.status_code == 400
+            assert REAL not in h.request.headers["authorization"]
+            # An upstream whose certificate is not verified never gets the real key:
+            # under ssl_insecure, or over plain HTTP to anything but loopback.
+            tctx.options.ssl_insecure = True
+            i = flow_for(chat(), "sk-virtual")
+            await sb.request(i)
+            assert i.response.status_code == 403
+            assert REAL not in i.request.headers["authorization"]
+            tctx.options.ssl_insecure = False
+            j = flow_for(chat(), "sk-virtual")
+            j.request.scheme, j.request.port = "http", 80
+            await sb.request(j)
+            assert j.response.status_code == 403
+            assert REAL not in j.request.headers["authorization"]
             assert REAL not in h.request.headers["authorization"]
 
     run(go)
