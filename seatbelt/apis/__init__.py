@@ -71,13 +71,16 @@ def route_request(
     if paths.is_plain(path):
         return _route_one(method, path, headers, api, llm_host)
     found = {}
+    unknown = None  # a reading no family knows counts only when no reading is known
     for reading in paths.readings(path):
         route = _route_one(method, reading, headers, api, llm_host)
-        if route is not None:
+        if route is not None and route.endpoint == UNKNOWN:
+            unknown = route
+        elif route is not None:
             found.setdefault((route.family.name, route.endpoint, route.kind,
                               route.model_from_path), route)
     if not found:
-        return None
+        return unknown
     if len(found) == 1:
         return next(iter(found.values()))
     first = next(iter(found.values()))

@@ -120,3 +120,8 @@ def test_a_routes_override_applies_only_when_every_reading_matches() -> None:
 def kind_with(api, path: str) -> tuple | None:
     r = route_request("POST", path, {}, api=api)
     return None if r is None else (r.family.name, r.endpoint, r.kind)
+
+
+def test_an_unknown_reading_gives_way_to_a_known_one() -> None:
+    assert kind("POST", "/v1/chat/completions#x", llm_host=True) == CHAT
+    assert kind("POST", "/v1/nothing#x", llm_host=True) == ("openai", UNKNOWN, "unmetered")
