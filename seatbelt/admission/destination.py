@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 
 from mitmproxy import http
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode, Socks5Mode, UpstreamMode
 
 from seatbelt.config.access import host_allowed
 from seatbelt.config.policy import Policy
@@ -56,13 +56,18 @@ def header_host(flow: http.HTTPFlow) -> str | None:
 def host_mismatch(flow: http.HTTPFlow) -> str | None:
     """The Host header's host when it names another host than the destination, else None.
 
-    A destination that is a bare IP with no TLS server name (plain-HTTP transparent mode)
-    names no host to compare with: the Host header cannot be checked there."""
+    Where the OS handed the connection over (transparent, WireGuard, local capture), a
+    bare IP with no TLS server name names no host to compare with: the Host header cannot
+    be checked there. Where the client named the destination (explicit proxy, SOCKS) or
+    the operator did (reverse), it is compared whatever it is."""
     named = header_host(flow)
     if named is None:
         return None
     dest = destination(flow)
-    if named == dest or (is_ip(dest) and not is_ip(named)):
+    if named == dest:
+        return None
+    if is_ip(dest) and not is_ip(named) and not isinstance(
+            flow.client_conn.proxy_mode, (RegularMode, ReverseMode, UpstreamMode, Socks5Mode)):
         return None
     return named
 

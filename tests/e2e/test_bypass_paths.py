@@ -104,7 +104,7 @@ def upstream(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         _wait_port(port, proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
+        proc.kill()  # ours; uvicorn would wait for a request still in flight
         proc.wait(10)
 
 

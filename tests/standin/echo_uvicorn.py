@@ -19,7 +19,9 @@ async def app(scope, receive, send) -> None:
         await asyncio.sleep(60)
     headers = {k.decode(): v.decode() for k, v in scope["headers"]}
     body = json.dumps({"server": "uvicorn", "routed": [scope["path"]],
-                       "authorization": headers.get("authorization")}).encode()
+                       "authorization": headers.get("authorization"),
+                       "host": headers.get("host")}).encode()
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
