@@ -180,7 +180,7 @@ class Gate:
         """Forward: the request now belongs to its Meter, which settles it exactly once."""
         assert a.facts is not None
         self._forward_as_key(a)  # headers/query only: the body bytes are not touched again
-        flow, req = a.flow, a.flow.request
+        flow = a.flow
         meter = Meter(
             flow_id=flow.id, family=a.family, route=a.route, facts=a.facts,
             account=a.account_id, key=a.key_id,
