@@ -69,10 +69,56 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class HiddenCredential(bytes):
+    """A header value that goes upstream as itself but reads as a placeholder.
+
+    mitmproxy sends a request from its header bytes (net/http/http1/assemble.py and the
+    h2 layer join `headers.fields` through the buffer protocol), while mitmweb's `/flows`
+    and its WebSocket (`headers.items()`: `decode`) and the console (`repr(b'"' + v)`)
+    only ever read them as text. A swapped-in real credential is such a value, so that it
+    is on the wire and never on screen while the request is in flight; the flow is
+    scrubbed for good when it ends (seatbelt/records/redact.py). No mitmproxy hook runs
+    after the request hooks and before the bytes are written (the view and mitmweb's
+    addons run in the same `request` event, after the scripts), so the value cannot
+    simply be swapped in later. Saved or dumped flows (`get_state`) still see the bytes:
+    redaction covers those."""
+
+    SHOWN = "[virtual key: real credential hidden by seatbelt]"
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.SHOWN
+
+    def __str__(self) -> str:
+        return self.SHOWN
+
+    def __repr__(self) -> str:
+        return repr(self.SHOWN.encode())
+
+    def __radd__(self, other: bytes) -> bytes:
+        return bytes(other) + self.SHOWN.encode()
+
+
+def _put_hidden(headers: http.Headers, name: str, value: str) -> None:
+    """Set header `name` (once, where it was) to a HiddenCredential."""
+    raw = name.encode()
+    hidden = HiddenCredential(value.encode())
+    fields: list[tuple[bytes, bytes]] = []
+    for field_name, field_value in headers.fields:
+        if field_name.lower() != raw:
+            fields.append((field_name, field_value))
+        elif hidden is not None:
+            fields.append((field_name, hidden))
+            hidden = None
+    if hidden is not None:
+        fields.append((raw, hidden))
+    headers.fields = tuple(fields)
+
+
 def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                     creds: Credentials) -> bool:
     """Put the key's real credential where the client put its virtual one (or, with no
-    client credential, in the family's first credential header). True if swapped."""
+    client credential, in the family's first credential header). True if swapped.
+    In a header it is a HiddenCredential: mitmweb and the console do not show it."""
     secret = key.access.upstream_credential
     if secret is None:
         return False
@@ -81,11 +127,11 @@ def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                               else [])
     for place in places:
         if place.endswith("="):
-            request.query[place[:-1]] = real
+            request.query[place[:-1]] = real  # (a query has no hidden form: see README)
         elif place == "authorization":
-            request.headers[place] = f"Bearer {real}"
+            _put_hidden(request.headers, place, f"Bearer {real}")
         else:
-            request.headers[place] = real
+            _put_hidden(request.headers, place, real)
     return bool(places)
 
 

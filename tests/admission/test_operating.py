@@ -8,7 +8,10 @@ import json
 
 import pytest
 from mitmproxy import exceptions
+from mitmproxy.net.http.http1.assemble import assemble_request_head
 from mitmproxy.test import taddons, tflow
+from mitmproxy.tools.web.app import flow_to_json
+from mitmproxy.utils.strutils import bytes_to_escaped_str
 
 import seatbelt.addon as entry
 from seatbelt.config.policy import fingerprint
@@ -244,7 +247,16 @@ def test_virtual_key_swaps_only_on_its_hosts_and_is_redacted(runtime, files):
             f = flow_for(chat(), "sk-virtual")
             await sb.request(f)
             assert f.response is None
-            assert f.request.headers["authorization"] == f"Bearer {REAL}"  # what goes upstream
+            # What goes upstream: the bytes mitmproxy writes (HTTP/1 and HTTP/2 alike join
+            # the header fields) carry the real key ...
+            assert f"authorization: Bearer {REAL}".encode() in assemble_request_head(
+                f.request)
+            # ... while mitmweb's /flows and WebSocket (flow_to_json) and the console
+            # (bytes_to_escaped_str of each field) show a placeholder while in flight.
+            assert REAL not in json.dumps(flow_to_json(f))
+            shown = [bytes_to_escaped_str(v) for _, v in f.request.headers.fields]
+            assert not any(REAL in v for v in shown) and "hidden" in " ".join(shown)
+            assert REAL not in f.request.headers["authorization"]
             meter = runtime.meters[f.id]
             assert "credential_swapped" in meter.edits
             assert REAL not in (f.comment or "") and REAL not in json.dumps(f.metadata)
