@@ -16,6 +16,7 @@ from seatbelt.admission import budgetheaders, destination, estimate, operating, 
 from seatbelt.admission.auth import find_credential
 from seatbelt.admission.context import Admission
 from seatbelt.admission.refusals import Refusal
+from seatbelt.apis import METHOD_OVERRIDE
 from seatbelt.apis.base import BadRequestBody, UnmeteredRequest
 from seatbelt.codec.decoding import BodyTooLarge as DecodedTooLarge
 from seatbelt.codec.decoding import decode_request_body
@@ -44,13 +45,16 @@ Step = Callable[[Admission], Verdict | Awaitable[Verdict]]
 
 def check_route(a: Admission) -> Verdict:
     """A route of kind "refused" is never sent: its path reads differently on different
-    servers (seatbelt/apis/paths.py), or its Host header names another host than the one
-    it goes to (seatbelt/admission/destination.py)."""
+    servers (seatbelt/apis/paths.py), it names its method in an override header
+    (seatbelt/apis/__init__.py), or its Host header names another host than the one it
+    goes to (seatbelt/admission/destination.py)."""
     if a.route.kind != "refused":
         return None
     if a.route.endpoint == destination.HOST_MISMATCH:
         why = (f"the Host header names {destination.header_host(a.flow)}, not "
                f"{destination.destination(a.flow)}, where this request goes")
+    elif a.route.endpoint == METHOD_OVERRIDE:
+        why = "a method override header (X-HTTP-Method-Override) is not accepted here"
     else:
         why = ("this request path is read differently by different servers (a '#', '\\', "
                "';', percent-escape or dot segment); send it in its plain form")

@@ -68,6 +68,23 @@ def route_request(
     known to be an LLM server (reverse mode, or named by the policy): its bare paths
     (`/messages`, `/completion`, ...) and unknown POSTs are routed too.
     """
+    route = _route_readings(method, path, headers, api, llm_host)
+    if any(name.lower() in _METHOD_OVERRIDES for name in headers):
+        # Google's front ends (and many frameworks) take the method from such a header: a
+        # GET that is a POST upstream would pass as a free read. Never guessed: refused.
+        route = route or _route_readings("POST", path, headers, api, llm_host)
+        if route is not None:
+            return Route(route.family, route.provider, METHOD_OVERRIDE, "refused")
+    return route
+
+
+# Headers that make a server take the request's method from them instead.
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+METHOD_OVERRIDE = "method_override"
+
+
+def _route_readings(method: str, path: str, headers: Mapping[str, str],
+                    api: str | ApiFor | None, llm_host: bool) -> Route | None:
     if paths.is_plain(path):
         return _route_one(method, path, headers, api, llm_host)
     found = {}

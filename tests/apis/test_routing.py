@@ -125,3 +125,16 @@ def kind_with(api, path: str) -> tuple | None:
 def test_an_unknown_reading_gives_way_to_a_known_one() -> None:
     assert kind("POST", "/v1/chat/completions#x", llm_host=True) == CHAT
     assert kind("POST", "/v1/nothing#x", llm_host=True) == ("openai", UNKNOWN, "unmetered")
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v1beta/models/gemini-2.0-flash:generateContent"),  # a free read, unless ...
+    ("GET", "/v1/chat/completions"),
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/completion"),  # no route for GET at all; POST would be one
+])
+def test_a_method_override_header_on_an_llm_route_is_refused(method: str, path: str) -> None:
+    for header in ("X-HTTP-Method-Override", "x-http-method", "X-Method-Override"):
+        r = route_request(method, path, {header: "POST"}, llm_host=True)
+        assert r is not None and (r.kind, r.endpoint) == ("refused", "method_override")
+    assert route_request("GET", "/static/app.js", {"X-HTTP-Method-Override": "POST"}) is None

@@ -115,7 +115,8 @@ def proxy(proxy_factory: Any, upstream: str) -> Proxy:
 
 
 def send(proxy: Proxy, target: str, credential: str | None = None, method: str = "POST",
-         host: str | None = None, absolute: str | None = None) -> tuple[int, dict, bytes]:
+         host: str | None = None, absolute: str | None = None,
+         extra: tuple[str, ...] = ()) -> tuple[int, dict, bytes]:
     """One raw HTTP/1.1 request, the request-target byte for byte as given."""
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": 5, "prompt": "hi", "inputs": "hi"}).encode()
@@ -125,6 +126,7 @@ def send(proxy: Proxy, target: str, credential: str | None = None, method: str =
              "Connection: close"]
     if credential is not None:
         lines.append(f"Authorization: Bearer {credential}")
+    lines.extend(extra)
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=15) as s:
         s.sendall(raw)
@@ -185,3 +187,11 @@ def test_an_unknown_post_on_an_llm_host_is_refused(strict: Proxy, target: str) -
     # A GET only reads: it passes.
     status, headers, content = send(strict, target, KEY.credential, method="GET")
     assert status == 200 and "x-seatbelt-refused" not in headers, content
+
+
+def test_a_method_override_gets_no_free_read(proxy: Proxy) -> None:
+    """Google's front ends take the method from X-HTTP-Method-Override: a GET (a free
+    read to seatbelt) would be a billed POST there."""
+    status, headers, _ = send(proxy, "/v1beta/models/gemini-2.0-flash:generateContent",
+                              method="GET", extra=("X-HTTP-Method-Override: POST",))
+    assert (status, headers.get("x-seatbelt-refused")) == (400, "invalid_request")
