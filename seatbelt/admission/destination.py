@@ -33,11 +33,9 @@ def is_ip(host: str) -> bool:
 
 def destination(flow: http.HTTPFlow) -> str:
     """The host name (or IP) mitmproxy connects to for this request, lowercase."""
-    host = flow.request.host
-    if is_ip(host):
-        sni = flow.client_conn.sni or flow.server_conn.sni
-        if sni:
-            host = sni
+    host = flow.request.host.strip("[]")
+    if is_ip(host) and flow.client_conn.sni:
+        host = flow.client_conn.sni  # mitmproxy sends it upstream as the server name
     return host.lower().rstrip(".")
 
 
