@@ -44,20 +44,24 @@ def destinations(flow: http.HTTPFlow) -> list[str]:
 
 
 def virtual_host_ok(key: Key, flow: http.HTTPFlow) -> tuple[bool, str]:
-    """(allowed, why not) for a virtual key's request: every destination allowed, and the
-    upstream's identity checked. Over TLS mitmproxy verifies the certificate against the
-    host unless `ssl_insecure` (then an IP with an allowed server name could be anyone);
-    plain HTTP has no certificate, so only a loopback address is trusted there."""
+    """(allowed, the first host that is not) for a virtual key's request."""
     for host in destinations(flow):
         if not host_allowed(key.access.upstream_hosts, host):
             return False, host
-    host = destinations(flow)[0]
+    return True, ""
+
+
+def unverified_upstream(flow: http.HTTPFlow) -> str | None:
+    """Why the upstream's identity is not checked, or None. Over TLS mitmproxy verifies the
+    certificate against the host unless `ssl_insecure` (then an IP with an allowed server
+    name could be anyone); plain HTTP has no certificate: only loopback is trusted there."""
     if flow.request.scheme == "https":
         if ctx.options.ssl_insecure:
-            return False, f"{host} (ssl_insecure: its certificate is not verified)"
-    elif not _loopback(flow.request.host):
-        return False, f"{host} (plain HTTP: no certificate proves who answers)"
-    return True, ""
+            return "ssl_insecure is set, so its certificate is not verified"
+        return None
+    if not _loopback(flow.request.host):
+        return "it is plain HTTP to a non-loopback address, with no certificate"
+    return None
 
 
 def _loopback(host: str) -> bool:

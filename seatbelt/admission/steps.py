@@ -95,6 +95,10 @@ def check_operator_switches(a: Admission) -> Verdict:
         ok, host = operating.virtual_host_ok(a.key, a.flow)
         if not ok:
             return refusals.host_not_allowed(a.key.id, host)
+        why = operating.unverified_upstream(a.flow)
+        if why is not None:  # its real credential goes only where the upstream is proven
+            return Refusal(403, "host_not_allowed", f"seatbelt: key {a.key.id!r} is a virtual "
+                           f"key; its upstream is not verified ({why}), so nothing was sent.")
     return None
 
 

@@ -282,6 +282,7 @@ def test_virtual_key_swaps_only_on_its_hosts_and_is_redacted(runtime, files):
             i = flow_for(chat(), "sk-virtual")
             await sb.request(i)
             assert i.response.status_code == 403
+            assert "ssl_insecure" in i.response.text
             assert REAL not in i.request.headers["authorization"]
             tctx.options.ssl_insecure = False
             j = flow_for(chat(), "sk-virtual")
