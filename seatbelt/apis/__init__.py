@@ -131,6 +131,9 @@ _LOCAL_UNMETERED = re.compile(
     r"^/(?:completion|infill|embedding|rerank|reranking|generate|generate_stream"
     r"|invocations)?$")
 _LOCAL_FREE = re.compile(r"^/(?:tokenize|detokenize|apply-template)$")
+# Ollama's model management spends no tokens: left alone, as on any other host.
+_LOCAL_PASS = re.compile(r"^/api/(?:show|tags|ps|version|pull|push|create|copy|delete"
+                         r"|blobs/.+)$")
 
 
 def _on_llm_host(method: str, path: str, headers: Mapping[str, str]) -> Route | None:
@@ -139,6 +142,8 @@ def _on_llm_host(method: str, path: str, headers: Mapping[str, str]) -> Route | 
         return _first(method, "/v1" + p, headers)
     if method.upper() in READ_ONLY:
         return None  # a GET reads: free, and not an LLM route
+    if _LOCAL_PASS.match(p):
+        return None
     fallback = FAMILIES[-1]
     if _LOCAL_FREE.match(p):
         return Route(fallback, "openai", p[1:], "free")

@@ -138,3 +138,8 @@ def test_a_method_override_header_on_an_llm_route_is_refused(method: str, path: 
         r = route_request(method, path, {header: "POST"}, llm_host=True)
         assert r is not None and (r.kind, r.endpoint) == ("refused", "method_override")
     assert route_request("GET", "/static/app.js", {"X-HTTP-Method-Override": "POST"}) is None
+
+
+@pytest.mark.parametrize("path", ["/api/show", "/api/pull", "/api/tags", "/api/blobs/sha256:ab"])
+def test_ollama_model_management_is_left_alone_not_unknown(path: str) -> None:
+    assert kind("POST", path, llm_host=True) is None
