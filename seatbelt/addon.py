@@ -44,7 +44,7 @@ try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
     from seatbelt.ledger import redact  # noqa: E402
     from seatbelt.metering.scanner import Scanner, read_whole  # noqa: E402
     from seatbelt.records.metrics import Metrics, get_metrics, get_server, parse_address  # noqa: E402
-    from seatbelt.records.redact import redact_flow  # noqa: E402
+    from seatbelt.records.redact import LiveFlows, redact_flow  # noqa: E402
     from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
     from seatbelt.settlement import finish as settlement  # noqa: E402
     from seatbelt.settlement import hints  # noqa: E402
@@ -65,6 +65,7 @@ class Seatbelt:
         # The module-wide runtime by default: it outlives a script reload (seatbelt/runtime.py).
         self.rt = runtime if runtime is not None else RUNTIME
         self.gate = gate.Gate(self.rt, metrics if metrics is not None else get_metrics())
+        self.live = LiveFlows()  # scrubbed at shutdown, metered or not
 
     def load(self, loader) -> None:
         # Before mitmproxy converts them: a value given twice or not at all would make the
@@ -118,6 +119,7 @@ class Seatbelt:
             self._fail(str(unknown_option_error(unknown)))
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.live.started(flow)
         # A streamed request body would reach the upstream before we could refuse it.
         if flow.request.stream and gate.llm_route(flow, self.rt.policy) is not None:
             flow.request.stream = False
@@ -174,6 +176,7 @@ class Seatbelt:
         self._redact(flow)
 
     def _redact(self, flow: http.HTTPFlow) -> None:
+        self.live.ended(flow)
         if self.rt.settings is not None and self.rt.settings.redact:
             redact_flow(flow)
 
@@ -185,6 +188,8 @@ class Seatbelt:
         """
         if not ctx.master.should_exit.is_set():
             return None
+        if self.rt.settings is None or self.rt.settings.redact:
+            self.live.redact_all()  # before `-w` saves what is still in flight
         return self.rt.shutdown(
             # With its flow: a request already sent upstream is charged, never released.
             lambda meter: self._finish_at_exit(meter)

@@ -10,18 +10,20 @@ here happens before any byte of the request goes upstream: a refusal sets
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import time
 
 from mitmproxy import http
 
-from seatbelt.admission import refusals
+from seatbelt.admission import destination, refusals
 from seatbelt.admission.context import ANONYMOUS, Admission, Taken
 from seatbelt.admission.operating import swap_credential
 from seatbelt.admission.refusals import Refusal
 from seatbelt.admission.steps import FORWARD, STEPS, Step
 from seatbelt.apis import FAMILIES, route_request
+from seatbelt.apis import UNKNOWN as UNKNOWN_ENDPOINT
 from seatbelt.apis.base import Route
 from seatbelt.config.policy import Policy
 from seatbelt.ledger.base import LedgerUnavailable
@@ -38,29 +40,38 @@ INTERNAL_HEADER_PREFIX = "x-seatbelt"
 
 
 # route_request's answers (~10 us each: every family tries its patterns), remembered.
-# Routing reads the method, the path and header *names* only (anthropic-version, api-key),
-# so those are the key; lowercased raw names give the same answers as the families'
-# str.lower() on decoded names. Bounded: cleared when full.
-_ROUTES: dict[tuple[str, str, str | None, frozenset[bytes]], Route | None] = {}
+# Routing reads the method, the request-target, header *names* only (anthropic-version,
+# api-key), the destination (for `routes:` rules) and whether it is an LLM host, so those
+# are the key; lowercased raw names give the same answers as the families' str.lower() on
+# decoded names. Bounded: cleared when full.
+_ROUTES: dict[tuple, Route | None] = {}
 _ROUTES_MAX = 4096
 
 
 def llm_route(flow: http.HTTPFlow, policy: Policy | None = None) -> Route | None:
-    """The request's API route; the policy's `routes:` rules may override it per host/path."""
+    """The request's API route; the policy's `routes:` rules may override it per host/path
+    (the host mitmproxy connects to: seatbelt/admission/destination.py). A Host header
+    naming another host, or a path whose readings route differently, gives a route of kind
+    "refused" (400, seatbelt/admission/steps.py: check_route)."""
     req = flow.request
-    path = req.path.split("?", 1)[0]
-    # (pretty_host parses the Host header: only worth it when a routes: rule may match)
-    api = (policy.route_settings(req.pretty_host, path).api
-           if policy is not None and policy.routes else None)
-    key = (req.method, path, api, frozenset(name.lower() for name, _ in req.headers.fields))
+    host = destination.destination(flow) if policy is not None and policy.routes else None
+    llm_host = destination.on_llm_host(flow, policy)
+    key = (req.method, req.path, host, llm_host, policy.digest if policy else None,
+           frozenset(name.lower() for name, _ in req.headers.fields))
     try:
-        return _ROUTES[key]
+        route = _ROUTES[key]
     except KeyError:
-        pass
-    route = route_request(req.method, path, req.headers, api=api)
-    if len(_ROUTES) >= _ROUTES_MAX:
-        _ROUTES.clear()
-    _ROUTES[key] = route
+        api = ((lambda path: policy.route_settings(host, path).api)
+               if policy is not None and host is not None else None)
+        route = route_request(req.method, req.path, req.headers, api=api, llm_host=llm_host)
+        if (route is not None and route.endpoint == UNKNOWN_ENDPOINT and policy is not None
+                and policy.unknown_endpoints == "allow"):
+            route = None
+        if len(_ROUTES) >= _ROUTES_MAX:
+            _ROUTES.clear()
+        _ROUTES[key] = route
+    if route is not None and route.kind != "refused" and destination.host_mismatch(flow):
+        return dataclasses.replace(route, endpoint=destination.HOST_MISMATCH, kind="refused")
     return route
 
 
@@ -146,7 +157,7 @@ class Gate:
             self.rt.audit.write(AuditRecord.refused(
                 flow_id=flow.id, account=a.account_id, key=a.key_id,
                 credential_fp=a.fingerprint[:12] if a.fingerprint else None,
-                provider=a.route.provider, host=flow.request.pretty_host, path=a.path,
+                provider=a.route.provider, host=destination.destination(flow), path=a.path,
                 model=a.model, stream=a.stream, reserved=reserved, outcome=refusal.outcome,
                 status=refusal.status, edits=tuple(a.shadow_edits)))
         except Exception:  # recording must never undo the refusal
@@ -170,12 +181,13 @@ class Gate:
         """Forward: the request now belongs to its Meter, which settles it exactly once."""
         assert a.facts is not None
         self._forward_as_key(a)  # headers/query only: the body bytes are not touched again
-        flow, req = a.flow, a.flow.request
+        flow = a.flow
         meter = Meter(
             flow_id=flow.id, family=a.family, route=a.route, facts=a.facts,
             account=a.account_id, key=a.key_id,
             credential_fp=a.fingerprint[:12] if a.fingerprint else None,
-            model=a.model, model_label=a.policy.model_label(a.model), host=req.pretty_host,
+            model=a.model, model_label=a.policy.model_label(a.model),
+            host=destination.destination(flow),
             path=a.path, reserved=a.amount if a.hold_id is not None else 0,
             prompt_estimate=a.prompt_estimate, ledger=a.ledger if a.hold_id else None,
             hold_id=a.hold_id, edits=a.edits + a.shadow_edits,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
+from seatbelt.admission import destination
 from seatbelt.apis.base import ApiFamily, Credentials, Route
 from seatbelt.config.access import (
     connection_identity,
@@ -32,33 +33,14 @@ def identify(policy: Policy, flow: http.HTTPFlow) -> tuple[Key | None, str | Non
 
 
 def destinations(flow: http.HTTPFlow) -> list[str]:
-    """Every host name the request could be delivered to, all of which must be allowed.
-
-    `request.host` is where mitmproxy connects; in transparent mode it is an IP, and the
-    TLS server name (verified against the upstream certificate unless ssl_insecure) names
-    the host. A Host header naming yet another host is checked too: it may route the
-    request at a shared front end."""
-    req = flow.request
-    out = [req.host]
-    if _is_ip(req.host):
-        sni = getattr(flow.server_conn, "sni", None) or getattr(flow.client_conn, "sni", None)
-        if sni:
-            out = [sni]
-    header = req.host_header
-    if header:
-        name = header.rsplit(":", 1)[0] if not header.startswith("[") else \
-            header[1:].split("]", 1)[0]
-        if name and name.lower() not in (h.lower() for h in out):
-            out.append(name)
+    """Every host name the request could be delivered to, all of which must be allowed:
+    where mitmproxy connects (seatbelt/admission/destination.py), and a Host header naming
+    yet another host (it may route the request at a shared front end)."""
+    out = [destination.destination(flow)]
+    named = destination.header_host(flow)
+    if named and named not in out:
+        out.append(named)
     return out
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def virtual_host_ok(key: Key, flow: http.HTTPFlow) -> tuple[bool, str]:
@@ -69,10 +51,78 @@ def virtual_host_ok(key: Key, flow: http.HTTPFlow) -> tuple[bool, str]:
     return True, ""
 
 
+def unverified_upstream(flow: http.HTTPFlow) -> str | None:
+    """Why the upstream's identity is not checked, or None. Over TLS mitmproxy verifies the
+    certificate against the host unless `ssl_insecure` (then an IP with an allowed server
+    name could be anyone); plain HTTP has no certificate: only loopback is trusted there."""
+    if flow.request.scheme == "https":
+        if ctx.options.ssl_insecure:
+            return "ssl_insecure is set, so its certificate is not verified"
+        return None
+    if not _loopback(flow.request.host):
+        return "it is plain HTTP to a non-loopback address, with no certificate"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HiddenCredential(bytes):
+    """A header value that goes upstream as itself but reads as a placeholder.
+
+    mitmproxy sends a request from its header bytes (net/http/http1/assemble.py and the
+    h2 layer join `headers.fields` through the buffer protocol), while mitmweb's `/flows`
+    and its WebSocket (`headers.items()`: `decode`) and the console (`repr(b'"' + v)`)
+    only ever read them as text. A swapped-in real credential is such a value, so that it
+    is on the wire and never on screen while the request is in flight; the flow is
+    scrubbed for good when it ends (seatbelt/records/redact.py). No mitmproxy hook runs
+    after the request hooks and before the bytes are written (the view and mitmweb's
+    addons run in the same `request` event, after the scripts), so the value cannot
+    simply be swapped in later. Saved or dumped flows (`get_state`) still see the bytes:
+    redaction covers those."""
+
+    SHOWN = "[virtual key: real credential hidden by seatbelt]"
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.SHOWN
+
+    def __str__(self) -> str:
+        return self.SHOWN
+
+    def __repr__(self) -> str:
+        return repr(self.SHOWN.encode())
+
+    def __radd__(self, other: bytes) -> bytes:
+        return bytes(other) + self.SHOWN.encode()
+
+
+def _put_hidden(headers: http.Headers, name: str, value: str) -> None:
+    """Set header `name` (once, where it was) to a HiddenCredential."""
+    raw = name.encode()
+    hidden: HiddenCredential | None = HiddenCredential(value.encode())
+    fields: list[tuple[bytes, bytes]] = []
+    for field_name, field_value in headers.fields:
+        if field_name.lower() != raw:
+            fields.append((field_name, field_value))
+        elif hidden is not None:
+            fields.append((field_name, hidden))
+            hidden = None
+    if hidden is not None:
+        fields.append((raw, hidden))
+    headers.fields = tuple(fields)
+
+
 def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                     creds: Credentials) -> bool:
     """Put the key's real credential where the client put its virtual one (or, with no
-    client credential, in the family's first credential header). True if swapped."""
+    client credential, in the family's first credential header). True if swapped.
+    In a header it is a HiddenCredential: mitmweb and the console do not show it."""
     secret = key.access.upstream_credential
     if secret is None:
         return False
@@ -81,11 +131,11 @@ def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                               else [])
     for place in places:
         if place.endswith("="):
-            request.query[place[:-1]] = real
+            request.query[place[:-1]] = real  # (a query has no hidden form: see README)
         elif place == "authorization":
-            request.headers[place] = f"Bearer {real}"
+            _put_hidden(request.headers, place, f"Bearer {real}")
         else:
-            request.headers[place] = real
+            _put_hidden(request.headers, place, real)
     return bool(places)
 
 

@@ -13,10 +13,11 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 
-from seatbelt.admission import budgetheaders, estimate, operating, refusals
+from seatbelt.admission import budgetheaders, destination, estimate, operating, refusals
 from seatbelt.admission.auth import find_credential
 from seatbelt.admission.context import Admission
 from seatbelt.admission.refusals import Refusal
+from seatbelt.apis import METHOD_OVERRIDE
 from seatbelt.apis.base import BadRequestBody, UnmeteredRequest
 from seatbelt.codec.decoding import BodyTooLarge as DecodedTooLarge
 from seatbelt.codec.decoding import decode_request_body
@@ -41,6 +42,24 @@ class Forward(enum.Enum):
 FORWARD = Forward.FORWARD
 Verdict = Refusal | Forward | None
 Step = Callable[[Admission], Verdict | Awaitable[Verdict]]
+
+
+def check_route(a: Admission) -> Verdict:
+    """A route of kind "refused" is never sent: its path reads differently on different
+    servers (seatbelt/apis/paths.py), it names its method in an override header
+    (seatbelt/apis/__init__.py), or its Host header names another host than the one it
+    goes to (seatbelt/admission/destination.py)."""
+    if a.route.kind != "refused":
+        return None
+    if a.route.endpoint == destination.HOST_MISMATCH:
+        why = (f"the Host header names {destination.header_host(a.flow)}, not "
+               f"{destination.destination(a.flow)}, where this request goes")
+    elif a.route.endpoint == METHOD_OVERRIDE:
+        why = "a method override header (X-HTTP-Method-Override) is not accepted here"
+    else:
+        why = ("this request path is read differently by different servers (a '#', '\\', "
+               "';', percent-escape or dot segment); send it in its plain form")
+    return Refusal(400, "invalid_request", f"seatbelt: {why}.")
 
 
 def check_ready(a: Admission) -> Verdict:
@@ -79,6 +98,10 @@ def check_operator_switches(a: Admission) -> Verdict:
         ok, host = operating.virtual_host_ok(a.key, a.flow)
         if not ok:
             return refusals.host_not_allowed(a.key.id, host)
+        why = operating.unverified_upstream(a.flow)
+        if why is not None:  # its real credential goes only where the upstream is proven
+            return Refusal(403, "host_not_allowed", f"seatbelt: key {a.key.id!r} is a virtual "
+                           f"key; its upstream is not verified ({why}), so nothing was sent.")
     return None
 
 
@@ -157,7 +180,8 @@ def request_usage(a: Admission) -> Verdict:
         return None
     req = a.flow.request
     if (a.policy.routes
-            and a.policy.route_settings(req.pretty_host, a.path).stream_options is False):
+            and a.policy.route_settings(destination.destination(a.flow),
+                                        a.path).stream_options is False):
         return None
     a.injected_usage = a.family.request_usage(a.route, a.body)
     if a.injected_usage:
@@ -288,6 +312,7 @@ def mark_fail_open(a: Admission) -> Verdict:
 
 
 STEPS: tuple[Step, ...] = (
+    check_route,
     check_ready,
     authenticate,
     check_operator_switches,

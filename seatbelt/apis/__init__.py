@@ -20,10 +20,13 @@ the LLM routes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import re
+from typing import Any, Callable, Mapping
 
+from seatbelt.apis import paths
 from seatbelt.apis.anthropic import Anthropic
 from seatbelt.apis.base import ApiFamily, Route
+from seatbelt.apis.fields import READ_ONLY, norm_path
 from seatbelt.apis.gemini import Gemini
 from seatbelt.apis.ollama import Ollama
 from seatbelt.apis.openai import OpenAI
@@ -72,21 +75,112 @@ API_PATHS: Mapping[str, str] = {
 NOT_AN_API = "none"
 
 
-def route_request(
-    method: str, path: str, headers: Mapping[str, str], api: str | None = None
-) -> Route | None:
-    """The route of a request (path without its query string), or None: not an LLM call.
+# A path reading that cannot be routed one way (its readings route differently): 400.
+AMBIGUOUS = "ambiguous_path"
 
-    `api` is a policy override: a name of API_PATHS, or "none".
+ApiFor = Callable[[str], "str | None"]
+
+
+def route_request(
+    method: str, path: str, headers: Mapping[str, str], api: str | ApiFor | None = None,
+    *, llm_host: bool = False,
+) -> Route | None:
+    """The route of a request (its request-target as sent, query and all), or None: not an
+    LLM call.
+
+    Every reading of the path a common server may route (seatbelt/apis/paths.py) is routed;
+    when the readings that are LLM routes disagree, the answer is a route of kind
+    "refused" (400): a spelling that one server bills and another would not is never
+    forwarded as the cheaper one. `api` is a policy override (a name of API_PATHS or
+    "none"), or a function giving it per reading. `llm_host`: the request goes to a host
+    known to be an LLM server (reverse mode, or named by the policy): its bare paths
+    (`/messages`, `/completion`, ...) and unknown POSTs are routed too.
     """
-    if api == NOT_AN_API:
+    route = _route_readings(method, path, headers, api, llm_host)
+    if any(name.lower() in _METHOD_OVERRIDES for name in headers):
+        # Google's front ends (and many frameworks) take the method from such a header: a
+        # GET that is a POST upstream would pass as a free read. Never guessed: refused.
+        route = route or _route_readings("POST", path, headers, api, llm_host)
+        if route is not None:
+            return Route(route.family, route.provider, METHOD_OVERRIDE, "refused")
+    return route
+
+
+# Headers that make a server take the request's method from them instead.
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+METHOD_OVERRIDE = "method_override"
+
+
+def _route_readings(method: str, path: str, headers: Mapping[str, str],
+                    api: str | ApiFor | None, llm_host: bool) -> Route | None:
+    if paths.is_plain(path):
+        return _route_one(method, path, headers, api, llm_host)
+    found: dict[tuple[str, str, str, str | None], Route] = {}
+    unknown = None  # a reading no family knows counts only when no reading is known
+    for reading in paths.readings(path):
+        route = _route_one(method, reading, headers, api, llm_host)
+        if route is not None and route.endpoint == UNKNOWN:
+            unknown = route
+        elif route is not None:
+            found.setdefault((route.family.name, route.endpoint, route.kind,
+                              route.model_from_path), route)
+    if not found:
+        return unknown
+    if len(found) == 1:
+        return next(iter(found.values()))
+    first = next(iter(found.values()))
+    return Route(first.family, first.provider, AMBIGUOUS, "refused")
+
+
+def _route_one(method: str, path: str, headers: Mapping[str, str], api: str | ApiFor | None,
+               llm_host: bool) -> Route | None:
+    name = api(path) if callable(api) else api
+    if name == NOT_AN_API:
         return None
-    if api is not None:
-        route = _first(method, API_PATHS[api], headers)
+    if name is not None:
+        route = _first(method, API_PATHS[name], headers)
         if route is not None and route.model_from_path == "-":
             route = dataclasses.replace(route, model_from_path=None)
         return route
-    return _first(method, path, headers)
+    route = _first(method, path, headers)
+    if route is None and llm_host:
+        route = _on_llm_host(method, path, headers)
+    return route
+
+
+# Bare paths LLM servers serve at their root, routed only on an LLM host (elsewhere
+# `/messages` or `/generate` is as likely a web app's): the unversioned Responses and
+# Messages paths (routed as their /v1 form), and the native endpoints of llama.cpp
+# (`/completion`, `/infill`, `/embedding`, `/rerank`) and TGI (`/generate`,
+# `/generate_stream`, SageMaker's `/invocations`, `POST /`), whose usage no family reads:
+# refused as unmetered. Their tokenizers only count.
+_AS_V1 = re.compile(r"^/(?:responses|messages)(?:/.*)?$")
+_LOCAL_UNMETERED = re.compile(
+    r"^/(?:completion|infill|embedding|rerank|reranking|generate|generate_stream"
+    r"|invocations)?$")
+_LOCAL_FREE = re.compile(r"^/(?:tokenize|detokenize|apply-template)$")
+# Ollama's model management spends no tokens: left alone, as on any other host.
+_LOCAL_PASS = re.compile(r"^/api/(?:show|tags|ps|version|pull|push|create|copy|delete"
+                         r"|blobs/.+)$")
+
+
+def _on_llm_host(method: str, path: str, headers: Mapping[str, str]) -> Route | None:
+    p = norm_path(path)
+    if _AS_V1.match(p):
+        return _first(method, "/v1" + p, headers)
+    if method.upper() in READ_ONLY:
+        return None  # a GET reads: free, and not an LLM route
+    if _LOCAL_PASS.match(p):
+        return None
+    fallback = FAMILIES[-1]
+    if _LOCAL_FREE.match(p):
+        return Route(fallback, "openai", p[1:], "free")
+    # Any other write on an LLM host: an endpoint seatbelt does not know may bill.
+    endpoint = p[1:] if _LOCAL_UNMETERED.match(p) else UNKNOWN
+    return Route(fallback, "openai", endpoint or "generate", "unmetered")
+
+
+UNKNOWN = "unknown_endpoint"
 
 
 def _first(method: str, path: str, headers: Mapping[str, str]) -> Route | None:

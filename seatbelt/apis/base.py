@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from seatbelt.apis.assembly import Assembly
 
 Framing = Literal["sse", "ndjson", "json", "json-array"]
-EndpointKind = Literal["metered", "free", "unmetered"]
+# refused: the path's readings route differently (seatbelt/apis/paths.py): 400, never sent
+EndpointKind = Literal["metered", "free", "unmetered", "refused"]
 
 
 class BadRequestBody(ValueError):

@@ -42,16 +42,20 @@ from seatbelt.apis.fields import (
 # Generated text (incl. thought summaries), function-call names and executable code.
 OUTPUT_TEXT = re.compile(rb'"(?:text|name|code)"\s*:\s*' + JSON_STRING)
 
-_METHOD = re.compile(r"(?:^|/)(?:tuned)?models/[^/]+:([a-z]+)$")
-_MODEL = re.compile(r"models/([^/:]+):[a-z]+$", re.IGNORECASE)
+# `models/M:verb`, tuned models, and Vertex's deployed `endpoints/E:verb` (E stands for
+# the model).
+_METHOD = re.compile(r"(?:^|/)(?:(?:tuned)?models|endpoints)/[^/]+:([a-z]+)$")
+_MODEL = re.compile(r"(?:models|endpoints)/([^/:]+):[a-z]+$", re.IGNORECASE)
 _RESOURCE = re.compile(
     r"(?:^|/)v1(?:alpha|beta)\d*/(models|tunedmodels|cachedcontents|files|batches|operations"
-    r"|corpora|filesearchstores|generatedfiles)(?:/.*)?$"
+    r"|corpora|filesearchstores|generatedfiles|auth_tokens)(?:/.*)?$"
 )
 _METERED = {"generatecontent": "generate", "streamgeneratecontent": "stream"}
 _NO_OUTPUT = {"embedcontent": "embed", "batchembedcontents": "embed"}
 _FREE = frozenset({"counttokens", "computetokens"})
 _STORAGE_FREE = frozenset({"files"})  # uploading files costs no tokens
+# (POST auth_tokens mints an ephemeral key for the Live API, whose spend happens out of
+# sight on a socket: unmetered, like the other POSTs not named above.)
 
 # google.rpc.Code names for the HTTP statuses seatbelt answers with.
 _STATUS = {

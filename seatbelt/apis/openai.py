@@ -67,6 +67,12 @@ _RESOURCE = re.compile(
     r"|audio|images|uploads|responses|vector_stores|conversations|containers|evals|videos"
     r"|chatkit|chat/completions/[^/]+|completions/[^/]+)(?:/(.*))?$"
 )
+# Amazon Bedrock's runtime (`/model/{id}/invoke`, `converse`, their streams, async jobs and
+# guardrails): no family reads its usage yet, so it is refused as unmetered, never passed.
+_BEDROCK = re.compile(
+    r"(?:^|/)(?:model/.+/(invoke|invoke-with-response-stream|converse|converse-stream)"
+    r"|(async-invoke)(?:/.*)?|guardrail/.+/(apply))$"
+)
 # A realtime session (websocket GET, or POST minting client secrets) spends tokens
 # whatever its method; everything else read-only is free.
 _ALWAYS_UNMETERED = frozenset({"realtime"})
@@ -107,6 +113,10 @@ class OpenAI(ApiFamily):
                 else:
                     kind = "unmetered"
                 return Route(self, provider, endpoint, kind, deployment)
+        m = _BEDROCK.search(p)
+        if m is not None:
+            verb = next(g for g in m.groups() if g)
+            return Route(self, "bedrock", verb, "free" if method in READ_ONLY else "unmetered")
         m = _RESOURCE.search(p)
         if m is None:
             return None

@@ -7,6 +7,7 @@ a cap off. Raw credentials never leave `load_policy`: the plain `credential:` fo
 fingerprinted on the spot and only its fingerprint is kept.
 
 Defaults: `require_auth: true`, `fallback_max_output: 4096`, `unmetered_endpoints: refuse`,
+`unknown_endpoints: refuse` (a POST no family knows, on an LLM host: seatbelt/apis),
 a key's `account` is `default` (which must then be declared when `accounts:` is non-empty),
 a cap's `window` is `balance`. A missing or null `cap` means metered, not capped.
 
@@ -59,6 +60,7 @@ _TOP_FIELDS = (
     "require_auth",
     "fallback_max_output",
     "unmetered_endpoints",
+    "unknown_endpoints",
     "models",
     "accounts",
     "keys",
@@ -163,6 +165,9 @@ class Policy:
     keys: tuple[Key, ...]
     unmetered_endpoints: Literal["refuse", "allow"]
     digest: str
+    # A POST on an LLM host (reverse mode, hosts the policy names) that no family knows:
+    # refused 403 endpoint_not_metered unless "allow" (seatbelt/apis/__init__.py).
+    unknown_endpoints: Literal["refuse", "allow"] = "refuse"
     warnings: tuple[str, ...] = ()
     routes: tuple[RouteRule, ...] = ()
     prices: Mapping[str, Price] = field(  # model -> USD per 1M tokens (seatbelt/usd/pricing.py)
@@ -174,9 +179,16 @@ class Policy:
     _effective: dict[str, access_mod.Effective] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
+    # Hosts the policy names as LLM servers: `routes:` rules routing a host as an API, and
+    # the hosts virtual keys may reach (seatbelt/admission/destination.py: on_llm_host).
+    llm_hosts: frozenset[str] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         index = {fp: key for key in self.keys for fp in key.fingerprints}
         object.__setattr__(self, "_by_fp", types.MappingProxyType(index))
+        hosts = {r.host for r in self.routes if r.host and r.api not in (None, "none")}
+        hosts.update(h.lower() for k in self.keys for h in k.access.upstream_hosts)
+        object.__setattr__(self, "llm_hosts", frozenset(hosts))
 
     def identities(self) -> access_mod.IdentityIndex:
         """Keys by connection identity (proxy-auth user, client certificate, address)."""
@@ -353,6 +365,19 @@ class _Loader:
                               "start it with `version: 1` (see policies/default.yaml)")
         return self.policy(root)
 
+    def refuse_or_allow(self, top: dict[str, Any], name: str) -> Literal["refuse", "allow"]:
+        """A top-level `refuse` (default) | `allow` switch."""
+        if name not in top:
+            return "refuse"
+        node = top[name][1]
+        value = self.scalar(node, name)
+        if value == "allow":
+            return "allow"
+        if value != "refuse":
+            raise self.fail(node, name, f"must be refuse or allow, got {_describe(node)}",
+                            f"write `{name}: refuse` (default) or `allow`")
+        return "refuse"
+
     def scalar(self, node: yaml.Node, where: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, where, f"expected a single value, got {_describe(node)}",
@@ -490,14 +515,8 @@ class _Loader:
             fallback = self.integer(top["fallback_max_output"][1], "fallback_max_output",
                                     minimum=1, what="a positive integer")
 
-        unmetered: Literal["refuse", "allow"] = "refuse"
-        if "unmetered_endpoints" in top:
-            node = top["unmetered_endpoints"][1]
-            unmetered = self.scalar(node, "unmetered_endpoints")
-            if unmetered not in ("refuse", "allow"):
-                raise self.fail(node, "unmetered_endpoints", f"must be refuse or allow, got "
-                                f"{_describe(node)}", "write `unmetered_endpoints: refuse` "
-                                "(default) or `allow`")
+        unmetered = self.refuse_or_allow(top, "unmetered_endpoints")
+        unknown = self.refuse_or_allow(top, "unknown_endpoints")
 
         models = self.models(top["models"][1]) if "models" in top else {}
         declared = self.accounts(top["accounts"][1]) if "accounts" in top else {}
@@ -526,6 +545,8 @@ class _Loader:
                      for k in keys],
             "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
+        if unknown != "refuse":  # absent by default: older digests stay the same
+            canonical["unknown_endpoints"] = unknown
         holders: list[Key | Account] = [*sorted(accounts.values(), key=lambda a: a.id), *keys]
         if prices or any(e.cap_usd is not None for e in holders):
             canonical["usd"] = {  # absent without USD budgets: older digests stay the same
@@ -544,6 +565,7 @@ class _Loader:
             accounts=types.MappingProxyType(accounts),
             keys=keys,
             unmetered_endpoints=unmetered,
+            unknown_endpoints=unknown,
             digest=digest,
             warnings=tuple(self.warnings),
             routes=routes,

@@ -39,3 +39,24 @@ def redact_flow(flow: http.HTTPFlow) -> None:
         for name in CREDENTIAL_QUERY:
             if name in query:
                 query[name] = REDACTED
+
+
+class LiveFlows:
+    """The flows between their request and their end, so that at shutdown every one of
+    them is scrubbed before mitmproxy's `-w` saves it (its Save addon writes the flows
+    still in flight in its own `done`, which runs after the scripts' `done`): free
+    routes and non-LLM flows carry a credential as much as metered ones."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, http.HTTPFlow] = {}
+
+    def started(self, flow: http.HTTPFlow) -> None:
+        self.flows[flow.id] = flow
+
+    def ended(self, flow: http.HTTPFlow) -> None:
+        self.flows.pop(flow.id, None)
+
+    def redact_all(self) -> None:
+        for flow in list(self.flows.values()):
+            redact_flow(flow)
+        self.flows.clear()

@@ -8,7 +8,10 @@ import json
 
 import pytest
 from mitmproxy import exceptions
+from mitmproxy.net.http.http1.assemble import assemble_request_head
 from mitmproxy.test import taddons, tflow
+from mitmproxy.tools.web.app import flow_to_json
+from mitmproxy.utils.strutils import bytes_to_escaped_str
 
 import seatbelt.addon as entry
 from seatbelt.config.policy import fingerprint
@@ -93,6 +96,7 @@ def files(tmp_path):
 
 def flow_for(body: dict, key: str | None, host: str = "api.example.com"):
     f = tflow.tflow()
+    f.request.scheme, f.request.port = "https", 443  # a verified upstream (virtual keys)
     f.request.host = host
     f.request.headers["host"] = host
     f.request.method = "POST"
@@ -243,7 +247,16 @@ def test_virtual_key_swaps_only_on_its_hosts_and_is_redacted(runtime, files):
             f = flow_for(chat(), "sk-virtual")
             await sb.request(f)
             assert f.response is None
-            assert f.request.headers["authorization"] == f"Bearer {REAL}"  # what goes upstream
+            # What goes upstream: the bytes mitmproxy writes (HTTP/1 and HTTP/2 alike join
+            # the header fields) carry the real key ...
+            assert f"authorization: Bearer {REAL}".encode() in assemble_request_head(
+                f.request)
+            # ... while mitmweb's /flows and WebSocket (flow_to_json) and the console
+            # (bytes_to_escaped_str of each field) show a placeholder while in flight.
+            assert REAL not in json.dumps(flow_to_json(f))
+            shown = [bytes_to_escaped_str(v) for _, v in f.request.headers.fields]
+            assert not any(REAL in v for v in shown) and "hidden" in " ".join(shown)
+            assert REAL not in f.request.headers["authorization"]
             meter = runtime.meters[f.id]
             assert "credential_swapped" in meter.edits
             assert REAL not in (f.comment or "") and REAL not in json.dumps(f.metadata)
@@ -256,11 +269,27 @@ def test_virtual_key_swaps_only_on_its_hosts_and_is_redacted(runtime, files):
             assert g.response.status_code == 403
             assert g.response.headers["x-seatbelt-refused"] == "host_not_allowed"
             assert REAL not in g.request.headers["authorization"]
-            # A spoofed Host header naming the allowed host does not help.
+            # A spoofed Host header naming the allowed host does not help: it names another
+            # host than the destination, refused 400 before any credential is looked at.
             h = flow_for(chat(), "sk-virtual", host="evil.example")
             h.request.headers["host"] = "api.example.com"
             await sb.request(h)
-            assert h.response.status_code == 403
+            assert h.response.status_code == 400
+            assert REAL not in h.request.headers["authorization"]
+            # An upstream whose certificate is not verified never gets the real key:
+            # under ssl_insecure, or over plain HTTP to anything but loopback.
+            tctx.options.ssl_insecure = True
+            i = flow_for(chat(), "sk-virtual")
+            await sb.request(i)
+            assert i.response.status_code == 403
+            assert "ssl_insecure" in i.response.text
+            assert REAL not in i.request.headers["authorization"]
+            tctx.options.ssl_insecure = False
+            j = flow_for(chat(), "sk-virtual")
+            j.request.scheme, j.request.port = "http", 80
+            await sb.request(j)
+            assert j.response.status_code == 403
+            assert REAL not in j.request.headers["authorization"]
             assert REAL not in h.request.headers["authorization"]
 
     run(go)

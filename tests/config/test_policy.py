@@ -528,3 +528,16 @@ def test_route_override_applies_to_routing(tmp_path, write_policy):
 def test_route_errors_name_the_line(tmp_path, write_policy, rule, line, field, problem):
     err = load_error(tmp_path, write_policy, MINIMAL + "routes:\n" + rule)
     assert_error(err, line, field, problem)
+
+
+def test_unknown_endpoints_defaults_to_refuse_and_names_llm_hosts(tmp_path, write_policy):
+    base = MINIMAL
+    p = load_text(tmp_path, write_policy, base)
+    assert p.unknown_endpoints == "refuse" and p.llm_hosts == frozenset()
+    allow = load_text(tmp_path, write_policy, "unknown_endpoints: allow\nroutes:\n"
+                      "  - {host: llm.internal, api: openai-chat}\n"
+                      "  - {host: web.internal, api: none}\n" + base)
+    assert allow.unknown_endpoints == "allow" and allow.digest != p.digest
+    assert allow.llm_hosts == frozenset({"llm.internal"})
+    err = load_error(tmp_path, write_policy, "unknown_endpoints: maybe\n" + base)
+    assert "unknown_endpoints" in str(err) and "refuse" in str(err)
