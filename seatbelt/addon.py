@@ -7,6 +7,7 @@ request ─► Gate.admit: the ordered steps of seatbelt/admission/steps.py (rou
 responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read);
                    a small JSON document is read whole instead and scanned at the end
 response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
+WebSocket handshake and websocket_* ─► seatbelt/sockets/hooks.py (a hold per response)
 
 Also: the LLM contentview (seatbelt/ui/contentview.py) and the seatbelt.status / seatbelt.reload
 commands (seatbelt/ui/commands.py) for mitmweb's and the console's command bar.
@@ -43,6 +44,7 @@ from seatbelt.records.redact import redact_flow  # noqa: E402
 from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
 from seatbelt.settlement import finish as settlement  # noqa: E402
 from seatbelt.settlement import hints  # noqa: E402
+from seatbelt.sockets.hooks import Sockets, is_upgrade  # noqa: E402
 from seatbelt.ui.commands import SeatbeltCommands  # noqa: E402
 from seatbelt.ui.contentview import LLMView  # noqa: E402
 
@@ -55,6 +57,7 @@ class Seatbelt:
         # The module-wide runtime by default: it outlives a script reload (seatbelt/runtime.py).
         self.rt = runtime if runtime is not None else RUNTIME
         self.gate = gate.Gate(self.rt, metrics if metrics is not None else get_metrics())
+        self.sockets = Sockets(self.gate)  # WebSockets (seatbelt/sockets/hooks.py)
 
     def load(self, loader) -> None:
         for name, (default, help_text) in OPTIONS.items():
@@ -107,6 +110,9 @@ class Seatbelt:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
+        if is_upgrade(flow.request) and (kind := self.sockets.socket_kind(flow)) is not None:
+            await self.sockets.handshake(flow, kind)
+            return
         try:
             route = gate.llm_route(flow, self.rt.policy)
         except Exception as e:  # mitmproxy would forward it unmetered: refuse instead
@@ -152,6 +158,16 @@ class Seatbelt:
             await settlement.finish(self.rt, meter, flow, completed=False)
         self._redact(flow)
 
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self.sockets.websocket_start(flow)
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        await self.sockets.websocket_message(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.websocket_end(flow)
+        self._redact(flow)
+
     def _redact(self, flow: http.HTTPFlow) -> None:
         if self.rt.settings is not None and self.rt.settings.redact:
             redact_flow(flow)
@@ -164,6 +180,7 @@ class Seatbelt:
         """
         if not ctx.master.should_exit.is_set():
             return None
+        self.sockets.done()  # open sockets: settled before the ledger closes
         return self.rt.shutdown(
             # With its flow: a request already sent upstream is charged, never released.
             lambda meter: self._finish_at_exit(meter)
