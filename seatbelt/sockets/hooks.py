@@ -69,6 +69,11 @@ class Sockets:
         message = flow.websocket.messages[-1]
         if s is None or message.injected:
             return
+        if s.closed:  # nothing more passes either way; open responses still settle
+            message.drop()
+            if not message.from_client:
+                await self._server(s, message)
+            return
         try:
             if message.from_client:
                 await self._client(s, message)
@@ -265,7 +270,7 @@ class Sockets:
         body = json.loads(refusals.to_response(s.route.family, refusal).content or b"{}")
         if s.kind is Kind.LIVE:
             self._send(s, body)
-            s.flow.kill()
+            s.closed = True  # Live answers errors by closing: nothing more passes
             return
         error = dict(body.get("error") or {})
         error.setdefault("type", "invalid_request_error")
@@ -277,10 +282,12 @@ class Sockets:
         self._send(s, event)
 
     def _close(self, s: Session, text: str) -> None:
-        """What cannot be metered: an error the client can read, then the socket closes."""
+        """What cannot be metered: an error the client can read, then nothing more passes.
+
+        mitmproxy 11 and 12 give an addon no way to close a WebSocket (`flow.kill()` does
+        nothing to one): the socket is sealed instead, every later message dropped."""
         self._refuse(s, refusals.Refusal(400, "invalid_request", text))
-        if not s.flow.error:
-            s.flow.kill()
+        s.closed = True
 
     def _send(self, s: Session, event: dict[str, Any], to_client: bool = True) -> None:
         ctx.master.commands.call("inject.websocket", s.flow, to_client, events.dump(event))

@@ -1,0 +1,196 @@
+"""WebSockets through a real mitmdump (reverse mode) to a WebSocket stand-in upstream:
+the handshake is authenticated, every response holds budget first (its limit written in),
+is refused in-band when no cap can hold it, is settled on its usage or when the socket
+ends; one audit line per response; what cannot be metered closes the socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.e2e.conftest import Key, Proxy, policy_text, tag, wait_for
+from tests.standin.ws import OUTPUT, PROMPT, WsStandIn
+
+LIVE = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+@pytest.fixture(scope="module")
+def ws_standin() -> Iterator[WsStandIn]:
+    server = WsStandIn().start()
+    yield server
+    server.stop()
+
+
+KEYS = {name: Key(name) for name in ("rt", "resp", "live", "cut", "unknown", "sdk")}
+KEYS["small"] = Key("small", cap=100)
+
+
+@pytest.fixture(scope="module")
+def proxy(proxy_factory: Any, ws_standin: WsStandIn) -> Proxy:
+    policy = policy_text(list(KEYS.values()), models={"gpt-realtime": 500},
+                         fallback_max_output=300)
+    return proxy_factory("ws", policy, upstream=ws_standin.url)
+
+
+def ws_url(proxy: Proxy, path: str) -> str:
+    return proxy.url.replace("http://", "ws://") + path
+
+
+def bearer(key: Key) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.credential}"}
+
+
+def until(ws: Any, *types: str) -> list[dict[str, Any]]:
+    """Events up to and including the first of `types`."""
+    seen = []
+    while True:
+        event = json.loads(ws.recv(timeout=10))
+        seen.append(event)
+        if event.get("type") in types:
+            return seen
+
+
+def test_unknown_credential_is_refused_at_the_handshake(proxy: Proxy,
+                                                        ws_standin: WsStandIn) -> None:
+    before = len(ws_standin.sockets)
+    with pytest.raises(InvalidStatus) as exc:
+        connect(ws_url(proxy, "/v1/responses"), additional_headers={
+            "Authorization": "Bearer sk-not-a-policy-key"}, open_timeout=10)
+    response = exc.value.response
+    assert response.status_code == 401
+    assert json.loads(response.body)["error"]["code"] == "invalid_api_key"
+    with pytest.raises(InvalidStatus) as exc:
+        connect(ws_url(proxy, LIVE + "?key=AIza-not-a-key"), open_timeout=10)
+    assert exc.value.response.status_code == 401
+    assert json.loads(exc.value.response.body)["error"]["status"] == "UNAUTHENTICATED"
+    assert len(ws_standin.sockets) == before  # the upstream was never contacted
+
+
+def test_realtime_response_is_held_limited_and_settled(proxy: Proxy,
+                                                       ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["rt"]
+    with connect(ws_url(proxy, "/v1/realtime?model=gpt-realtime"),
+                 additional_headers=bearer(key), open_timeout=10) as ws:
+        until(ws, "session.created")
+        ws.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": t}]}}))
+        ws.send(json.dumps({"type": "response.create"}))
+        done = until(ws, "response.done")[-1]
+    assert done["response"]["usage"]["output_tokens"] == OUTPUT
+    (sock,) = ws_standin.received(t)
+    create = [m for m in sock.messages if m["type"] == "response.create"][0]
+    assert create["response"]["max_output_tokens"] == 500  # the model's limit, written in
+    assert sock.headers["authorization"] == f"Bearer {key.credential}"
+    (line,) = proxy.wait_audit("rt", 1)
+    assert (line["outcome"], line["usage_source"]) == ("served", "reported")
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (PROMPT, OUTPUT)
+    assert line["reserved"] > 500 and line["provider"] == "openai"
+    assert "limit_written" in line["edits"]
+    assert proxy.row("rt")["spent"] == PROMPT + OUTPUT
+    m = proxy.metrics()
+    assert m.total("seatbelt_requests_total", key="rt", outcome="served") == 1
+
+
+def test_responses_websocket_mode_is_metered(proxy: Proxy, ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["resp"]
+    with connect(ws_url(proxy, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10) as ws:
+        for _ in range(2):
+            ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": t}))
+            assert until(ws, "response.completed", "error")[-1]["type"] == "response.completed"
+    creates = [m for s in ws_standin.received(t) for m in s.messages]
+    assert [m["max_output_tokens"] for m in creates] == [300, 300]  # fallback, written in
+    lines = proxy.wait_audit("resp", 2)
+    assert [(a["completion_tokens"], a["usage_source"]) for a in lines] == \
+        [(OUTPUT, "reported")] * 2
+    assert len({a["flow_id"] for a in lines}) == 2  # one line per response
+    assert proxy.row("resp")["spent"] == 2 * (PROMPT + OUTPUT)
+
+
+def test_over_cap_create_is_refused_in_band_and_never_sent(proxy: Proxy,
+                                                           ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["small"]
+    with connect(ws_url(proxy, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": t}))
+        error = until(ws, "error", "response.completed")[-1]
+        assert error["type"] == "error" and error["status"] == 429
+        assert error["error"]["code"] == "insufficient_quota"
+        # The socket stays usable: a create that fits is served.
+        ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": t,
+                            "max_output_tokens": 20}))
+        assert until(ws, "error", "response.completed")[-1]["type"] == "response.completed"
+    sent = [m for s in ws_standin.received(t) for m in s.messages]
+    assert [m.get("max_output_tokens") for m in sent] == [20]  # the refused one never left
+    lines = proxy.wait_audit("small", 2)
+    assert [a["outcome"] for a in lines] == ["refused_quota", "served"]
+
+
+def test_socket_cut_short_settles_what_is_open(proxy: Proxy, ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["cut"]
+    with connect(ws_url(proxy, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "response.create", "model": "gpt-5",
+                            "input": t + " #hang"}))
+        until(ws, "response.output_text.delta")
+    (line,) = proxy.wait_audit("cut", 1)
+    assert (line["outcome"], line["usage_source"]) == ("aborted", "estimated")
+    assert line["prompt_tokens"] > 0 and line["completion_tokens"] >= 1
+    assert proxy.row("cut")["spent"] == line["prompt_tokens"] + line["completion_tokens"]
+    assert proxy.row("cut")["reserved"] == 0  # no hold left open
+
+
+def test_gemini_live_turn_is_metered(proxy: Proxy, ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["live"]
+    with connect(ws_url(proxy, LIVE + f"?key={key.credential}"), open_timeout=10) as ws:
+        ws.send(json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}))
+        assert "setupComplete" in json.loads(ws.recv(timeout=10))
+        ws.send(json.dumps({"clientContent": {"turns": [
+            {"role": "user", "parts": [{"text": t}]}], "turnComplete": True}}))
+        while "usageMetadata" not in json.loads(ws.recv(timeout=10)):
+            pass
+    (sock,) = ws_standin.received(t)
+    assert sock.messages[0]["setup"]["generationConfig"]["maxOutputTokens"] == 300
+    (line,) = proxy.wait_audit("live", 1)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (PROMPT, OUTPUT)
+    assert (line["provider"], line["usage_source"]) == ("gemini", "reported")
+
+
+def test_unknown_client_event_seals_the_socket(proxy: Proxy, ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["unknown"]
+    before = len(ws_standin.sockets)
+    with connect(ws_url(proxy, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "response.steer", "input": t}))
+        error = json.loads(ws.recv(timeout=10))
+        assert error["type"] == "error" and "cannot be metered" in error["error"]["message"]
+        # Sealed: not even a create that would be metered passes any more.
+        ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": t}))
+    upstream = ws_standin.sockets[before]
+    wait_for("the upstream socket to close", lambda: upstream.closed or None)
+    assert upstream.messages == []
+    assert proxy.audit_for("unknown") == []  # nothing was held, nothing charged
+
+
+def test_openai_sdk_realtime_client(proxy: Proxy, ws_standin: WsStandIn) -> None:
+    import openai
+
+    t, key = tag(), KEYS["sdk"]
+    client = openai.OpenAI(api_key=key.credential, base_url=proxy.url + "/v1",
+                           websocket_base_url=ws_url(proxy, "/v1"), max_retries=0)
+    with client.realtime.connect(model="gpt-realtime") as conn:
+        conn.conversation.item.create(item={"type": "message", "role": "user",
+                                            "content": [{"type": "input_text", "text": t}]})
+        conn.response.create()
+        for event in conn:
+            if event.type == "response.done":
+                assert event.response.usage is not None
+                assert event.response.usage.output_tokens == OUTPUT
+                break
+    (line,) = proxy.wait_audit("sdk", 1)
+    assert (line["completion_tokens"], line["usage_source"]) == (OUTPUT, "reported")
