@@ -56,8 +56,8 @@ class Session:
     session_limit: int | None = None  # the session-wide output limit, when one is set
     pending: list[Pending] = field(default_factory=list)
     fanout_key: str | None = None  # max_concurrent: the socket counts until it ends
-    setup_seen: bool = False
-    closed: bool = False  # sealed: a message could not be metered (hooks.Sockets._close)  # Live: the first message must be `setup`
+    setup_seen: bool = False  # Live: the first message must be `setup`
+    closed: bool = False  # sealed: a message could not be metered (hooks.Sockets._close)
 
     @property
     def account_id(self) -> str:
