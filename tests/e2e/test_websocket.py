@@ -26,7 +26,7 @@ def ws_standin() -> Iterator[WsStandIn]:
 
 
 KEYS = {name: Key(name) for name in ("rt", "resp", "live", "cut", "unknown", "sdk")}
-KEYS["small"] = Key("small", cap=100)
+KEYS.update(vad=Key("vad"), small=Key("small", cap=100), vadsmall=Key("vadsmall", cap=100))
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,56 @@ def test_openai_sdk_realtime_client(proxy: Proxy, ws_standin: WsStandIn) -> None
                 break
     (line,) = proxy.wait_audit("sdk", 1)
     assert (line["completion_tokens"], line["usage_source"]) == (OUTPUT, "reported")
+
+
+def test_realtime_refusal_is_the_realtime_error_event(proxy: Proxy,
+                                                      ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["small"]
+    with connect(ws_url(proxy, "/v1/realtime?model=gpt-realtime"),
+                 additional_headers=bearer(key), open_timeout=10) as ws:
+        until(ws, "session.created")
+        ws.send(json.dumps({"type": "response.create", "response": {"instructions": t}}))
+        error = until(ws, "error", "response.done")[-1]
+    assert error["type"] == "error" and error["event_id"].startswith("seatbelt_")
+    assert error["error"]["code"] == "insufficient_quota"
+    assert error["error"]["type"]  # Realtime errors always name their type
+    assert ws_standin.received(t) == []  # dropped: it never reached the upstream
+
+
+def realtime_audio_turn(proxy: Proxy, key: Key, t: str, *, refused: bool = False
+                        ) -> list[dict[str, Any]]:
+    """Audio in, then a commit: the upstream answers unasked, as server VAD does."""
+    with connect(ws_url(proxy, "/v1/realtime?model=gpt-realtime"),
+                 additional_headers=bearer(key), open_timeout=10) as ws:
+        until(ws, "session.created")
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "event_id": t,
+                            "audio": "UklGRg==" * 100}))
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        seen = until(ws, "response.done")
+        if refused and not any(e["type"] == "error" for e in seen):
+            seen += until(ws, "error")  # injected: it may follow the upstream's events
+        return seen
+
+
+def test_server_started_response_is_held_and_settled(proxy: Proxy) -> None:
+    realtime_audio_turn(proxy, KEYS["vad"], tag())
+    (line,) = proxy.wait_audit("vad", 1)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (PROMPT, OUTPUT)
+    assert line["reserved"] > 500  # the session's limit, on the audio's bound
+    assert proxy.row("vad")["spent"] == PROMPT + OUTPUT
+
+
+def test_server_started_response_over_cap_is_cancelled_and_still_charged(
+        proxy: Proxy, ws_standin: WsStandIn) -> None:
+    t = tag()
+    events = realtime_audio_turn(proxy, KEYS["vadsmall"], t, refused=True)
+    error = next(e for e in events if e["type"] == "error")
+    assert error["error"]["code"] == "insufficient_quota"
+    (sock,) = ws_standin.received(t)
+    wait_for("the cancel upstream",
+             lambda: any(m["type"] == "response.cancel" for m in sock.messages) or None)
+    lines = proxy.wait_audit("vadsmall", 2)
+    assert [a["outcome"] for a in lines] == ["refused_quota", "served"]
+    assert "cancelled_over_cap" in lines[1]["edits"]
+    # It ran upstream before it could be refused: what it spent is still charged.
+    wait_for("the charge", lambda: proxy.row("vadsmall")["spent"] == PROMPT + OUTPUT or None)

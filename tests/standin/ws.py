@@ -2,7 +2,8 @@
 Gemini Live, with known usage, on loopback (the `websockets` library, in a thread).
 
   .../realtime      session.created on connect; response.create -> response.created,
-                    response.output_text.delta, response.done {response: {usage}}
+                    response.output_text.delta, response.done {response: {usage}};
+                    input_audio_buffer.commit starts the same response unasked (server VAD)
   .../responses     response.create -> response.created, response.output_text.delta,
                     response.completed {response: {usage}}
   ...BidiGenerateContent  setup -> setupComplete; clientContent (turnComplete) ->
@@ -90,7 +91,9 @@ class WsStandIn:
             msg = json.loads(raw)
             sock.messages.append(msg)
             n += 1
-            if path.endswith("/realtime") and msg.get("type") == "response.create":
+            if path.endswith("/realtime") and msg.get("type") in (
+                    "response.create", "input_audio_buffer.commit"):
+                # A committed audio buffer answers by itself, as server voice activity does.
                 await self._openai(ws, msg, n, "response.done", realtime=True)
             elif path.endswith("/responses") and msg.get("type") == "response.create":
                 await self._openai(ws, msg, n, "response.completed", realtime=False)
