@@ -247,3 +247,19 @@ def test_server_started_response_over_cap_is_cancelled_and_still_charged(
     assert "cancelled_over_cap" in lines[1]["edits"]
     # It ran upstream before it could be refused: what it spent is still charged.
     wait_for("the charge", lambda: proxy.row("vadsmall")["spent"] == PROMPT + OUTPUT or None)
+
+
+def test_proxy_stopping_settles_open_sockets(proxy_factory: Any, ws_standin: WsStandIn) -> None:
+    key = Key("stop")
+    p = proxy_factory("ws-stop", policy_text([key], fallback_max_output=300),
+                      upstream=ws_standin.url)
+    with connect(ws_url(p, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "response.create", "model": "gpt-5", "input": "#hang"}))
+        until(ws, "response.output_text.delta")
+        assert p.stop() == 0  # with the socket and its response still open
+    (line,) = p.audit_for("stop")
+    assert (line["outcome"], line["usage_source"]) == ("aborted", "estimated")
+    row = p.row("stop")
+    assert row["spent"] == line["prompt_tokens"] + line["completion_tokens"] > 0
+    assert row["reserved"] == 0
