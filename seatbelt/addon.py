@@ -146,6 +146,7 @@ class Seatbelt:
         flow.response.stream = meter.scanner
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        self.sockets.handshake_over(flow)
         meter = self.rt.meters.get(flow.id)
         if meter is not None:
             hints.hint_rejected_stream_options(flow, meter.injected_usage)
@@ -153,6 +154,7 @@ class Seatbelt:
         self._redact(flow)
 
     async def error(self, flow: http.HTTPFlow) -> None:
+        self.sockets.handshake_over(flow)
         meter = self.rt.meters.get(flow.id)
         if meter is not None:
             await settlement.finish(self.rt, meter, flow, completed=False)

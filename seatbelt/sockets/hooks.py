@@ -57,6 +57,15 @@ class Sockets:
         if session is not None:
             self.sessions[flow.id] = session
 
+    def handshake_over(self, flow: http.HTTPFlow) -> None:
+        """The upstream refused the Upgrade (no 101) or the handshake broke: no socket, so
+        nothing will end it; give its slot back now."""
+        if flow.id not in self.sessions:
+            return
+        upgraded = flow.response is not None and flow.response.status_code == 101
+        if not upgraded or (flow.error is not None and flow.websocket is None):
+            self.end(self.sessions.pop(flow.id))
+
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         if flow.id not in self.sessions and self.socket_kind(flow) is not None:
             # Upgraded without passing the handshake (never expected): fail closed.
