@@ -263,3 +263,19 @@ def test_proxy_stopping_settles_open_sockets(proxy_factory: Any, ws_standin: WsS
     row = p.row("stop")
     assert row["spent"] == line["prompt_tokens"] + line["completion_tokens"] > 0
     assert row["reserved"] == 0
+
+
+def test_live_refusal_and_no_credential_in_the_log(proxy: Proxy,
+                                                   ws_standin: WsStandIn) -> None:
+    t, key = tag(), KEYS["small"]
+    with connect(ws_url(proxy, LIVE + f"?key={key.credential}"), open_timeout=10) as ws:
+        ws.send(json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}))
+        assert "setupComplete" in json.loads(ws.recv(timeout=10))
+        ws.send(json.dumps({"clientContent": {"turns": [
+            {"role": "user", "parts": [{"text": t}]}], "turnComplete": True}}))
+        error = json.loads(ws.recv(timeout=10))["error"]
+    assert (error["code"], error["status"]) == (429, "RESOURCE_EXHAUSTED")
+    assert ws_standin.received(t) == []
+    log = proxy.log()
+    assert KEYS["live"].credential not in log and key.credential not in log
+    assert all(key.credential not in json.dumps(a) for a in proxy.audit())
