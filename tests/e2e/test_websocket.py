@@ -279,3 +279,34 @@ def test_live_refusal_and_no_credential_in_the_log(proxy: Proxy,
     log = proxy.log()
     assert KEYS["live"].credential not in log and key.credential not in log
     assert all(key.credential not in json.dumps(a) for a in proxy.audit())
+
+
+def test_max_concurrent_counts_sockets_and_a_refused_upgrade_gives_its_slot_back(
+        proxy_factory: Any, ws_standin: WsStandIn) -> None:
+    key = Key("one")
+    policy = policy_text([key]).replace(f"    credential_sha256: {key.fp}\n",
+                                        f"    credential_sha256: {key.fp}\n"
+                                        "    max_concurrent: 1\n")
+    p = proxy_factory("ws-one", policy, upstream=ws_standin.url)
+    for _ in range(3):  # each upstream refusal gives the slot back
+        with pytest.raises(InvalidStatus) as exc:
+            connect(ws_url(p, "/deny/v1/responses"), additional_headers=bearer(key),
+                    open_timeout=10)
+        assert exc.value.response.status_code == 403
+    with connect(ws_url(p, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10):
+        with pytest.raises(InvalidStatus) as exc:
+            connect(ws_url(p, "/v1/responses"), additional_headers=bearer(key),
+                    open_timeout=10)
+        assert exc.value.response.status_code == 429  # the open socket holds the slot
+    # Closed: the slot is free again (the proxy sees the close before our next upgrade).
+    wait_for("the slot", lambda: _opens(p, key) or None)
+
+
+def _opens(p: Proxy, key: Key) -> bool:
+    try:
+        with connect(ws_url(p, "/v1/responses"), additional_headers=bearer(key),
+                     open_timeout=10):
+            return True
+    except InvalidStatus:
+        return False

@@ -11,7 +11,7 @@ Gemini Live, with known usage, on loopback (the `websockets` library, in a threa
 
 Usage is PROMPT input tokens and OUTPUT output tokens every time. The word `#hang` in a
 create (Realtime instructions, Responses input, Live turn text) sends the first output and
-never finishes, so the client can cut the socket. `received` logs every message and the
+never finishes, so the client can cut the socket. A path under `/deny/` refuses the upgrade. `received` logs every message and the
 handshake's credential headers, per path.
 """
 
@@ -37,6 +37,13 @@ class Socket:
     closed: bool = False
 
 
+def _deny(ws: ServerConnection, request: Any) -> Any:
+    """`/deny/...`: the upgrade is refused (403), as an upstream refusing a key does."""
+    if request.path.startswith("/deny/"):
+        return ws.respond(403, "forbidden\n")
+    return None
+
+
 class WsStandIn:
     def __init__(self) -> None:
         self.port = 0
@@ -56,7 +63,7 @@ class WsStandIn:
         return self
 
     async def _start(self) -> None:
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=_deny)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
