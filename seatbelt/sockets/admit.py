@@ -17,7 +17,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from seatbelt.admission import refusals, steps
+from seatbelt.admission import operating, refusals, steps
 from seatbelt.admission.context import Admission, Taken
 from seatbelt.admission.gate import Gate, strip_internal_headers
 from seatbelt.admission.operating import swap_credential
@@ -106,12 +106,31 @@ async def handshake(gate: Gate, flow: http.HTTPFlow, kind: Kind) -> Session | No
                    fanout_key=fanout_key)
 
 
+def follow_policy(rt: Runtime, s: Session) -> Refusal | None:
+    """A socket outlives policy reloads: each response is admitted under the policy in
+    force, its key looked up again (removed: 401 under require_auth; disabled: 403)."""
+    policy = rt.policy
+    if policy is None or policy is s.policy:
+        return None
+    if s.identity == "credential" and s.fingerprint is not None:
+        key = policy.key_by_fingerprint(s.fingerprint)
+    else:
+        key = operating.identify(policy, s.flow)[0]
+    s.policy, s.key = policy, key
+    s.ops = policy.effective(key) if key is not None else None
+    if key is None and policy.require_auth:
+        return refusals.unknown_key(s.fingerprint)
+    return None
+
+
 async def admit_response(rt: Runtime, gate: Gate, s: Session, body: dict[str, Any],
                          facts: RequestFacts, prompt: int) -> Pending | Refusal:
     """A hold for one response (prompt bound + output limit), or the refusal."""
-    policy = s.policy
+    refusal = follow_policy(rt, s)
     a = _admission(rt, gate, s, body, facts, prompt)
-    refusal = await run(a, RESPONSE_STEPS)
+    if refusal is None:
+        refusal = await run(a, RESPONSE_STEPS)
+    policy = s.policy
     if refusal is not None:
         await a.taken.undo(rt)
         record_refusal(rt, gate, s, a, refusal)

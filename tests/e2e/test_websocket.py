@@ -310,3 +310,28 @@ def _opens(p: Proxy, key: Key) -> bool:
             return True
     except InvalidStatus:
         return False
+
+
+def test_open_socket_follows_a_policy_reload(proxy_factory: Any, ws_standin: WsStandIn) -> None:
+    import os
+
+    key = Key("reload")
+    p = proxy_factory("ws-reload", policy_text([key]), upstream=ws_standin.url)
+    create = json.dumps({"type": "response.create", "model": "gpt-5", "input": "hi",
+                         "max_output_tokens": 5})
+    with connect(ws_url(p, "/v1/responses"), additional_headers=bearer(key),
+                 open_timeout=10) as ws:
+        ws.send(create)
+        assert until(ws, "response.completed", "error")[-1]["type"] == "response.completed"
+        tmp = p.policy_path.with_suffix(".tmp")
+        tmp.write_text(policy_text([key]).replace(f"    credential_sha256: {key.fp}\n",
+                                                  f"    credential_sha256: {key.fp}\n"
+                                                  "    disabled: true\n"))
+        os.replace(tmp, p.policy_path)
+        wait_for("the reload", lambda: [a for a in p.audit()
+                                        if a["outcome"] == "policy_reloaded"] or None)
+        ws.send(create)
+        error = until(ws, "response.completed", "error")[-1]
+    assert (error["type"], error["status"], error["error"]["code"]) == \
+        ("error", 403, "key_disabled")
+    assert [a["outcome"] for a in p.audit_for("reload")] == ["served", "forbidden"]

@@ -11,8 +11,8 @@ Gemini Live, with known usage, on loopback (the `websockets` library, in a threa
 
 Usage is PROMPT input tokens and OUTPUT output tokens every time. The word `#hang` in a
 create (Realtime instructions, Responses input, Live turn text) sends the first output and
-never finishes, so the client can cut the socket. A path under `/deny/` refuses the upgrade. `received` logs every message and the
-handshake's credential headers, per path.
+never finishes, so the client can cut the socket. A path under `/deny/` refuses the
+upgrade. `received` logs every message and the handshake's credential headers, per path.
 """
 
 from __future__ import annotations
