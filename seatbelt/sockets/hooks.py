@@ -39,6 +39,7 @@ class Sockets:
         self.gate = gate
         self.rt = gate.rt
         self.sessions: dict[str, Session] = {}
+        self.unadmitted: set[str] = set()  # sockets on LLM paths that skipped the handshake
 
     def socket_kind(self, flow: http.HTTPFlow) -> Kind | None:
         """The API of an Upgrade request this addon meters (a `routes: api: none` rule
@@ -69,13 +70,17 @@ class Sockets:
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         if flow.id not in self.sessions and self.socket_kind(flow) is not None:
             # Upgraded without passing the handshake (never expected): fail closed.
-            logger.error("seatbelt: a WebSocket on an LLM path opened unadmitted; closed")
-            flow.kill()
+            logger.error("seatbelt: a WebSocket on an LLM path opened unadmitted; every "
+                         "message on it is dropped")
+            self.unadmitted.add(flow.id)
 
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
         s = self.sessions.get(flow.id)
         assert flow.websocket is not None
         message = flow.websocket.messages[-1]
+        if flow.id in self.unadmitted:
+            message.drop()
+            return
         if s is None or message.injected:
             return
         if s.closed:  # nothing more passes either way; open responses still settle
@@ -253,6 +258,7 @@ class Sockets:
     # ---------------------------------------------------------------- the end
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.unadmitted.discard(flow.id)
         s = self.sessions.pop(flow.id, None)
         if s is None:
             return
