@@ -6,6 +6,7 @@ ends; one audit line per response; what cannot be metered closes the socket."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Iterator
 
 import pytest
@@ -313,8 +314,6 @@ def _opens(p: Proxy, key: Key) -> bool:
 
 
 def test_open_socket_follows_a_policy_reload(proxy_factory: Any, ws_standin: WsStandIn) -> None:
-    import os
-
     key = Key("reload")
     p = proxy_factory("ws-reload", policy_text([key]), upstream=ws_standin.url)
     create = json.dumps({"type": "response.create", "model": "gpt-5", "input": "hi",
@@ -335,3 +334,37 @@ def test_open_socket_follows_a_policy_reload(proxy_factory: Any, ws_standin: WsS
     assert (error["type"], error["status"], error["error"]["code"]) == \
         ("error", 403, "key_disabled")
     assert [a["outcome"] for a in p.audit_for("reload")] == ["served", "forbidden"]
+
+
+def test_live_streamed_input_opens_a_turn_and_an_unanswered_one_is_released(
+        proxy: Proxy, ws_standin: WsStandIn) -> None:
+    key = Key("stream")
+    KEYS["stream"] = key
+    tmp = proxy.policy_path.with_suffix(".tmp")
+    tmp.write_text(policy_text(list(KEYS.values()), models={"gpt-realtime": 500},
+                               fallback_max_output=300))
+    os.replace(tmp, proxy.policy_path)  # atomic: a live reload never reads half a file
+    wait_for("the new key", lambda: _live_opens(proxy, key) or None)
+    audio = {"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000",
+                                         "data": "AAAA" * 1000}}}
+    with connect(ws_url(proxy, LIVE + f"?key={key.credential}"), open_timeout=10) as ws:
+        ws.send(json.dumps({"setup": {"model": "models/gemini-live-2.5-flash"}}))
+        assert "setupComplete" in json.loads(ws.recv(timeout=10))
+        ws.send(json.dumps(audio))  # opens the turn: held
+        ws.send(json.dumps({"realtimeInput": {"text": "hi"}}))  # same turn, answered
+        while "usageMetadata" not in json.loads(ws.recv(timeout=10)):
+            pass
+        ws.send(json.dumps(audio))  # a new turn, never answered before the close
+    lines = proxy.wait_audit("stream", 2)
+    assert [(a["outcome"], a["usage_source"]) for a in lines] == \
+        [("served", "reported"), ("aborted", "none")]
+    assert lines[0]["reserved"] >= 3000 // 100 + 300  # audio bound + the setup's limit
+    assert proxy.row("stream")["spent"] == PROMPT + OUTPUT
+
+
+def _live_opens(p: Proxy, key: Key) -> bool:
+    try:
+        with connect(ws_url(p, LIVE + f"?key={key.credential}"), open_timeout=10):
+            return True
+    except InvalidStatus:
+        return False

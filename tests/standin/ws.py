@@ -6,8 +6,9 @@ Gemini Live, with known usage, on loopback (the `websockets` library, in a threa
                     input_audio_buffer.commit starts the same response unasked (server VAD)
   .../responses     response.create -> response.created, response.output_text.delta,
                     response.completed {response: {usage}}
-  ...BidiGenerateContent  setup -> setupComplete; clientContent (turnComplete) ->
-                    serverContent modelTurn, then turnComplete with usageMetadata
+  ...BidiGenerateContent  setup -> setupComplete; clientContent (turnComplete) or
+                    realtimeInput.text -> serverContent modelTurn, then turnComplete with
+                    usageMetadata; streamed audio alone is only taken in
 
 Usage is PROMPT input tokens and OUTPUT output tokens every time. The word `#hang` in a
 create (Realtime instructions, Responses input, Live turn text) sends the first output and
@@ -127,7 +128,8 @@ class WsStandIn:
         if "setup" in msg:
             await ws.send(json.dumps({"setupComplete": {}}))
             return
-        if not (msg.get("clientContent") or {}).get("turnComplete"):
+        streamed_text = isinstance((msg.get("realtimeInput") or {}).get("text"), str)
+        if not ((msg.get("clientContent") or {}).get("turnComplete") or streamed_text):
             return
         await ws.send(json.dumps({"serverContent": {"modelTurn": {"parts": [
             {"text": "hello there"}]}}}))
