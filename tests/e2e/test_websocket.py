@@ -184,7 +184,9 @@ def test_openai_sdk_realtime_client(proxy: Proxy, ws_standin: WsStandIn) -> None
     t, key = tag(), KEYS["sdk"]
     client = openai.OpenAI(api_key=key.credential, base_url=proxy.url + "/v1",
                            websocket_base_url=ws_url(proxy, "/v1"), max_retries=0)
-    with client.realtime.connect(model="gpt-realtime") as conn:
+    # openai<2 (the Python 3.11 pass) has the beta client, which sends `realtime=v1`.
+    realtime = client.realtime if hasattr(client, "realtime") else client.beta.realtime
+    with realtime.connect(model="gpt-realtime") as conn:
         conn.conversation.item.create(item={"type": "message", "role": "user",
                                             "content": [{"type": "input_text", "text": t}]})
         conn.response.create()
@@ -368,3 +370,25 @@ def _live_opens(p: Proxy, key: Key) -> bool:
             return True
     except InvalidStatus:
         return False
+
+
+def test_openai_sdk_responses_websocket_client(proxy: Proxy, ws_standin: WsStandIn) -> None:
+    import openai
+
+    t, key = tag(), KEYS["sdk"]
+    before = len(proxy.audit_for("sdk"))
+    client = openai.OpenAI(api_key=key.credential, base_url=proxy.url + "/v1",
+                           websocket_base_url=ws_url(proxy, "/v1"), max_retries=0)
+    if not hasattr(client.responses, "connect"):
+        pytest.skip("this openai SDK generation has no Responses WebSocket client; "
+                    "test_responses_websocket_mode_is_metered covers the wire")
+    with client.responses.connect(max_retries=0) as conn:
+        conn.response.create(model="gpt-5", input=t)
+        for event in conn:
+            if event.type == "response.completed":
+                assert event.response.usage is not None
+                break
+    (sent,) = [m for s in ws_standin.received(t) for m in s.messages]
+    assert sent["max_output_tokens"] == 300
+    lines = proxy.wait_audit("sdk", before + 1)
+    assert (lines[-1]["completion_tokens"], lines[-1]["usage_source"]) == (OUTPUT, "reported")
