@@ -17,7 +17,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from seatbelt.admission import operating, refusals, steps
+from seatbelt.admission import estimate, operating, refusals, steps
 from seatbelt.admission.context import Admission, Taken
 from seatbelt.admission.gate import Gate, strip_internal_headers
 from seatbelt.admission.operating import swap_credential
@@ -176,7 +176,7 @@ def _admission(rt: Runtime, gate: Gate, s: Session, body: dict[str, Any],
              if s.ops is not None and s.kind is not Kind.RESPONSES else s.ops)
     a.body, a.facts, a.model = body, facts, facts.model or s.model
     a.prompt_estimate = prompt
-    a.amount, a.write_limit = steps.estimate.reservation(
+    a.amount, a.write_limit = estimate.reservation(
         facts, prompt, policy.model_max_output(a.model), policy.fallback_max_output)
     if a.write_limit is not None:
         a.edits.append("limit_written")

@@ -16,7 +16,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from seatbelt.admission import refusals
+from seatbelt.admission import estimate, refusals
 from seatbelt.admission.gate import Gate
 from seatbelt.admission.refusals import Refusal
 from seatbelt.apis.base import BadRequestBody, RequestFacts, UnmeteredRequest
@@ -186,7 +186,7 @@ class Sockets:
             body = events.responses_body(event)
             facts = events.RESPONSES.parse_request(s.route, body)
             facts = RequestFacts(facts.model, True, facts.max_output, wants_usage=True)
-            return body, facts, events.estimate.prompt_estimate(body)
+            return body, facts, estimate.prompt_estimate(body)
         if s.kind is Kind.REALTIME:
             limit = events.realtime_limit(event, s.session_limit, s.beta)
             prompt = s.bound() + events.content_tokens(s.kind, event)
