@@ -212,6 +212,7 @@ class ServerEvent:
     response_id: str | None = None
     usage: Usage | None = None
     output_tokens: int = 0  # estimated output of an OUTPUT event
+    cause: str | None = None  # ERROR: the client event it answers (Realtime `event_id`)
 
 
 _TEXT_DELTAS = frozenset({
@@ -245,7 +246,9 @@ def server_event(kind: Kind, event: dict[str, Any]) -> ServerEvent:
     if t in _AUDIO_DELTAS and isinstance(d := event.get("delta"), str):
         return ServerEvent(Seen.OUTPUT, output_tokens=_decoded_len(d) // AUDIO_BYTES_PER_TOKEN)
     if t == "error":
-        return ServerEvent(Seen.ERROR)
+        error = event.get("error")
+        cause = error.get("event_id") if isinstance(error, dict) else None
+        return ServerEvent(Seen.ERROR, cause=cause if isinstance(cause, str) else None)
     return ServerEvent(Seen.OTHER)
 
 

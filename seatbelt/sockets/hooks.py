@@ -177,6 +177,8 @@ class Sockets:
             return False
         if verdict.limit is not None:
             self._write_limit(s, event, body, verdict.limit)
+        cause = event.get("event_id")
+        verdict.event_id = cause if isinstance(cause, str) else None
         s.pending.append(verdict)
         return True
 
@@ -225,9 +227,9 @@ class Sockets:
             if p is not None:
                 self._settle(s, p, ev.usage)
         elif ev.seen is Seen.ERROR:
-            unstarted = [p for p in s.pending if not p.created]
-            if unstarted:
-                self._settle(s, unstarted[0], None, failed=True)
+            p = s.failed(ev.cause)
+            if p is not None:
+                self._settle(s, p, None, failed=True)
 
     async def _unrequested(self, s: Session, response_id: str | None) -> Pending:
         """A response the server began by itself (Realtime voice activity, a Live turn on

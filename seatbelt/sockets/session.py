@@ -30,6 +30,7 @@ class Pending:
 
     meter: Meter
     limit: int | None = None  # the output limit to write into the message (none named)
+    event_id: str | None = None  # the client's create event, which an error event names
     response_id: str | None = None  # known once the server announced the response
     created: bool = False
     output_tokens: int = 0  # estimated from the output seen, for a socket cut short
@@ -88,6 +89,14 @@ class Session:
                 p.created, p.response_id = True, response_id
                 return p
         return None
+
+    def failed(self, cause: str | None) -> Pending | None:
+        """The response an error event ends: the create it names (an error about another
+        event ends none), else the oldest one not begun."""
+        unstarted = [p for p in self.pending if not p.created]
+        if cause is not None:
+            return next((p for p in unstarted if p.event_id == cause), None)
+        return unstarted[0] if unstarted else None
 
     def current(self) -> Pending | None:
         """The response output belongs to: the newest one announced (else the oldest)."""
