@@ -346,7 +346,7 @@ def test_live_streamed_input_opens_a_turn_and_an_unanswered_one_is_released(
     tmp.write_text(policy_text(list(KEYS.values()), models={"gpt-realtime": 500},
                                fallback_max_output=300))
     os.replace(tmp, proxy.policy_path)  # atomic: a live reload never reads half a file
-    wait_for("the new key", lambda: _live_opens(proxy, key) or None)
+    wait_for("the new key", lambda: _key_admitted(proxy, key) or None)
     audio = {"realtimeInput": {"audio": {"mimeType": "audio/pcm;rate=16000",
                                          "data": "AAAA" * 1000}}}
     with connect(ws_url(proxy, LIVE + f"?key={key.credential}"), open_timeout=10) as ws:
@@ -364,7 +364,8 @@ def test_live_streamed_input_opens_a_turn_and_an_unanswered_one_is_released(
     assert proxy.row("stream")["spent"] == PROMPT + OUTPUT
 
 
-def _live_opens(p: Proxy, key: Key) -> bool:
+def _key_admitted(p: Proxy, key: Key) -> bool:
+    """The (live-reloaded) policy knows `key`: a handshake with it is admitted."""
     try:
         with connect(ws_url(p, LIVE + f"?key={key.credential}"), open_timeout=10):
             return True
@@ -392,3 +393,23 @@ def test_openai_sdk_responses_websocket_client(proxy: Proxy, ws_standin: WsStand
     assert sent["max_output_tokens"] == 300
     lines = proxy.wait_audit("sdk", before + 1)
     assert (lines[-1]["completion_tokens"], lines[-1]["usage_source"]) == (OUTPUT, "reported")
+
+
+def test_upstream_error_before_the_response_releases_its_hold(proxy: Proxy) -> None:
+    key = Key("rejected")
+    KEYS["rejected"] = key
+    tmp = proxy.policy_path.with_suffix(".tmp")
+    tmp.write_text(policy_text(list(KEYS.values()), models={"gpt-realtime": 500},
+                               fallback_max_output=300))
+    os.replace(tmp, proxy.policy_path)
+    wait_for("the new key", lambda: _key_admitted(proxy, key) or None)
+    with connect(ws_url(proxy, "/v1/realtime?model=gpt-realtime"),
+                 additional_headers=bearer(key), open_timeout=10) as ws:
+        until(ws, "session.created")
+        ws.send(json.dumps({"type": "response.create", "event_id": "ev_mine",
+                            "response": {"instructions": "#reject"}}))
+        error = until(ws, "error")[-1]
+        assert error["error"]["event_id"] == "ev_mine"
+    (line,) = proxy.wait_audit("rejected", 1)
+    assert (line["outcome"], line["usage_source"]) == ("upstream_error", "none")
+    assert proxy.row("rejected")["spent"] == 0 and proxy.row("rejected")["reserved"] == 0

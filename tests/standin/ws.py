@@ -12,8 +12,9 @@ Gemini Live, with known usage, on loopback (the `websockets` library, in a threa
 
 Usage is PROMPT input tokens and OUTPUT output tokens every time. The word `#hang` in a
 create (Realtime instructions, Responses input, Live turn text) sends the first output and
-never finishes, so the client can cut the socket. A path under `/deny/` refuses the
-upgrade. `received` logs every message and the handshake's credential headers, per path.
+never finishes, so the client can cut the socket; `#reject` answers an `error` event. A
+path under `/deny/` refuses the upgrade. `received` logs every message and the
+handshake's credential headers, per path.
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ class WsStandIn:
     async def _openai(self, ws: ServerConnection, msg: dict[str, Any], n: int, end: str,
                       *, realtime: bool) -> None:
         rid = f"resp_{n}"
+        if "#reject" in json.dumps(msg):
+            await ws.send(json.dumps({"type": "error", "event_id": f"ev_{n}e", "error": {
+                "type": "invalid_request_error", "code": "invalid_value", "param": None,
+                "message": "rejected", "event_id": msg.get("event_id")}}))
+            return
         await ws.send(json.dumps({"type": "response.created", "event_id": f"ev_{n}a",
                                   "response": {"id": rid, "status": "in_progress"}}))
         await ws.send(json.dumps({"type": "response.output_text.delta", "event_id": f"ev_{n}b",
