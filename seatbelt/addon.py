@@ -8,6 +8,7 @@ request ─► Gate.admit: the ordered steps of seatbelt/admission/steps.py (rou
 responseheaders ─► flow.response.stream = Scanner (bytes pass through; usage is read);
                    a small JSON document is read whole instead and scanned at the end
 response / error ─► settlement.finish (settle or release exactly once; metrics, audit)
+WebSocket handshake and websocket_* ─► seatbelt/sockets/hooks.py (a hold per response)
 
 Also: the LLM contentview (seatbelt/ui/contentview.py) and the seatbelt.status / seatbelt.reload
 commands (seatbelt/ui/commands.py) for mitmweb's and the console's command bar.
@@ -48,6 +49,7 @@ try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
     from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
     from seatbelt.settlement import finish as settlement  # noqa: E402
     from seatbelt.settlement import hints  # noqa: E402
+    from seatbelt.sockets.hooks import Sockets, is_upgrade  # noqa: E402
     from seatbelt.ui.commands import SeatbeltCommands  # noqa: E402
     from seatbelt.ui.contentview import LLMView  # noqa: E402
 except ImportError as e:
@@ -66,6 +68,7 @@ class Seatbelt:
         self.rt = runtime if runtime is not None else RUNTIME
         self.gate = gate.Gate(self.rt, metrics if metrics is not None else get_metrics())
         self.live = LiveFlows()  # scrubbed at shutdown, metered or not
+        self.sockets = Sockets(self.gate)  # WebSockets (seatbelt/sockets/hooks.py)
 
     def load(self, loader) -> None:
         # Before mitmproxy converts them: a value given twice or not at all would make the
@@ -127,6 +130,9 @@ class Seatbelt:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
+        if is_upgrade(flow.request) and (kind := self.sockets.socket_kind(flow)) is not None:
+            await self.sockets.handshake(flow, kind)
+            return
         try:
             if budgetquery.asks(flow):  # the proxy's own endpoint, never forwarded
                 await budgetquery.answer(self.rt, flow)
@@ -163,6 +169,7 @@ class Seatbelt:
         flow.response.stream = meter.scanner
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        self.sockets.handshake_over(flow)
         meter = self.rt.meters.get(flow.id)
         if meter is not None:
             hints.hint_rejected_stream_options(flow, meter.injected_usage)
@@ -170,9 +177,20 @@ class Seatbelt:
         self._redact(flow)
 
     async def error(self, flow: http.HTTPFlow) -> None:
+        self.sockets.handshake_over(flow)
         meter = self.rt.meters.get(flow.id)
         if meter is not None:
             await settlement.finish(self.rt, meter, flow, completed=False)
+        self._redact(flow)
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self.sockets.websocket_start(flow)
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        await self.sockets.websocket_message(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.websocket_end(flow)
         self._redact(flow)
 
     def _redact(self, flow: http.HTTPFlow) -> None:
@@ -190,6 +208,7 @@ class Seatbelt:
             return None
         if self.rt.settings is None or self.rt.settings.redact:
             self.live.redact_all()  # before `-w` saves what is still in flight
+        self.sockets.done()  # open sockets: settled before the ledger closes
         return self.rt.shutdown(
             # With its flow: a request already sent upstream is charged, never released.
             lambda meter: self._finish_at_exit(meter)

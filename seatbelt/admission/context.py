@@ -89,6 +89,9 @@ class Admission:
     prompt_estimate: int = 0
     amount: int = 0  # the token hold asked for
     write_limit: int | None = None
+    # A clamp rewrites the body's limit field: False where there is none to rewrite (a
+    # Realtime or Live event, a response the server started by itself).
+    limit_writable: bool = True
     body_changed: bool = False
     injected_usage: bool = False
     # reserve

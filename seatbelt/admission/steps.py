@@ -256,7 +256,7 @@ async def _clamp(a: Admission, reservation):  # type: ignore[no-untyped-def]
     seatbelt's own default): forward what the budget can pay, if at least min_output."""
     assert a.facts is not None and a.body is not None and a.ledger is not None
     if (a.ops is None or not (a.ops.clamp or a.write_limit is not None)
-            or not a.facts.produces_output):
+            or not a.facts.produces_output or not a.limit_writable):
         return reservation
     current = a.facts.max_output if a.facts.max_output is not None else a.write_limit
     new = operating.clamp_output(reservation.refusals, a.prompt_estimate, a.facts.multiplier,

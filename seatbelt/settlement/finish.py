@@ -73,7 +73,7 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
         write_audit(rt, meter, result, status=client_status, overrun=overrun, ttft=ttft,
                     duration=duration, cost_usd=pricing.to_usd(cost))
 
-    finish_holds(rt, meter.ledger, _holds_of(meter, result.charge, cost), result.action,
+    finish_holds(rt, meter.ledger, holds_of(meter, result.charge, cost), result.action,
                  result.source, meter.flow_id, record)
 
 
@@ -98,7 +98,7 @@ def _show_kept_body(meter: Meter, response: http.Response | None) -> None:
         content_encoding=response.headers.get("content-encoding", ""))
 
 
-def _holds_of(meter: Meter, charge: int, cost: int | None
+def holds_of(meter: Meter, charge: int, cost: int | None
               ) -> list[tuple[str, int, tuple[Cap, ...]]]:
     """(hold, what to charge it, its caps) for the token hold and the USD hold."""
     holds: list[tuple[str, int, tuple[Cap, ...]]] = []

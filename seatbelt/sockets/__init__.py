@@ -1,0 +1,1 @@
+"""Metering on WebSockets: OpenAI Realtime, Responses WebSocket mode, Gemini Live."""
