@@ -10,13 +10,23 @@ from __future__ import annotations
 import abc
 import asyncio
 import itertools
+import os
+import re
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Sequence
 
 if TYPE_CHECKING:
     from .retry import RetryQueue, Unfinished
+
+
+def new_owner() -> str:
+    """This ledger instance's owner id, as operators read it (`admin holds`, heartbeats):
+    `host:pid:` and 8 random hex characters (two ledgers of one process stay apart)."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class HoldIds:

@@ -9,7 +9,6 @@ Nothing survives the process.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,6 +25,7 @@ from .base import (
     Reservation,
     Settlement,
     UsageSource,
+    new_owner,
 )
 
 
@@ -89,7 +89,7 @@ class MemoryLedger(Ledger):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
-        self.owner = uuid.uuid4().hex
+        self.owner = new_owner()
         self._hold_ids = HoldIds()
         self.readonly = readonly
         self.lease_seconds = lease_seconds

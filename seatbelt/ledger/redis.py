@@ -68,6 +68,7 @@ from .base import (
     Reservation,
     Settlement,
     UsageSource,
+    new_owner,
 )
 from .retry import Unfinished
 
@@ -122,7 +123,7 @@ class RedisLedger(Ledger):
         if not _NAMESPACE.fullmatch(namespace):
             raise ValueError(f"redis ledger namespace must match {_NAMESPACE.pattern}")
         super().__init__()
-        self.owner = uuid.uuid4().hex
+        self.owner = new_owner()
         self._hold_ids = HoldIds()
         self.url = url
         self.shown = redact(url)

@@ -51,7 +51,6 @@ import logging
 import os
 import sqlite3
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import quote
@@ -69,6 +68,7 @@ from .base import (
     Reservation,
     Settlement,
     UsageSource,
+    new_owner,
 )
 from .liveness import LivenessLock
 
@@ -186,7 +186,7 @@ class SqliteLedger(Ledger):
         busy_seconds: float = 2.0,
     ) -> None:
         super().__init__()
-        self.owner = uuid.uuid4().hex
+        self.owner = new_owner()
         self._hold_ids = HoldIds()
         self.path = Path(path)
         self.readonly = readonly
