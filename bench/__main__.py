@@ -8,7 +8,7 @@ too), loaded by wrk. Plus: time to first byte on a slow stream, proxy memory whi
 response streams through, the scanner in-process and the ledger's reserve+settle pairs.
 
 Parts: throughput, latency, ttfb, memory, scanner, ledger. `--write` regenerates
-bench/results.md and the README block between `<!-- bench:begin -->` and
+bench/results.md and the docs/speed.md block between `<!-- bench:begin -->` and
 `<!-- bench:end -->`. Take final numbers on a quiet machine (the load average is printed).
 """
 
@@ -319,7 +319,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--quick", action="store_true", help="a fast smoke run (about a minute)")
     p.add_argument("--write", action="store_true",
-                   help="write bench/results.md and the README block")
+                   help="write bench/results.md and the docs/speed.md block")
     p.add_argument("--only", nargs="+", choices=PARTS, metavar="PART",
                    help=f"run only these parts ({', '.join(PARTS)})")
     p.add_argument("--rounds", type=int, help="rounds per measurement (default 5; quick 1)")
@@ -370,10 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     if args.write:
         (REPO / "bench" / "results.md").write_text("# seatbelt benchmark results\n\n" + text)
-        if report.write_readme(REPO / "README.md", text):
-            log("wrote bench/results.md and the README block")
+        if report.write_readme(REPO / "docs" / "speed.md", text):
+            log("wrote bench/results.md and the docs/speed.md block")
         else:
-            log(f"wrote bench/results.md; README.md has no {report.BEGIN} block to update")
+            log(f"wrote bench/results.md; docs/speed.md has no {report.BEGIN} block to update")
     failed = [n for n, v in report.goal_values(result).items() if report.goal_met(n, v) is False]
     if failed:
         log(f"goals not met: {', '.join(failed)}")

@@ -9,7 +9,7 @@ event loop (for Redis: two round trips over loopback, so the loop is free meanwh
 Backend `redis` uses --redis-url when given (the bench writes under a `{seatbelt-bench}`
 namespace there, never the ledger's own keys), else starts a throw-away `redis-server`
 without persistence on a free 127.0.0.1 port. `redis-aof` does the same with
-`--appendonly yes --appendfsync everysec`, the setting the README recommends.
+`--appendonly yes --appendfsync everysec`, the setting docs/operations.md recommends.
 """
 
 from __future__ import annotations

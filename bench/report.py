@@ -1,7 +1,7 @@
-"""Results -> the table printed by `./run.sh bench`, bench/results.md and the README block.
+"""Results -> the table printed by `./run.sh bench`, bench/results.md and docs/speed.md's block.
 
 Pure functions over the result dict the harness builds (tests/test_bench_smoke.py runs
-them on a hand-made result), so the README table is generated, never typed by hand.
+them on a hand-made result), so the docs/speed.md table is generated, never typed by hand.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def goal_met(name: str, value: float | None) -> bool | None:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    """The whole results page (bench/results.md; the README block is the same text)."""
+    """The whole results page (bench/results.md; the docs/speed.md block is the same text)."""
     env = r.get("env", {})
     lines = [
         f"Measured {env.get('date', '?')} by `./run.sh bench`{' --quick' if r.get('quick') else ''}"
@@ -191,7 +191,7 @@ def _delta(a: float | None, b: float | None) -> str:
 
 
 def replace_block(text: str, block: str) -> str:
-    """README text with the generated block between the markers replaced (ValueError when
+    """docs/speed.md text with the generated block between the markers replaced (ValueError when
     the markers are missing or out of order: the harness never guesses where to write)."""
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
@@ -200,7 +200,7 @@ def replace_block(text: str, block: str) -> str:
 
 
 def write_readme(path: Path, block: str) -> bool:
-    """Replace the README block; False (untouched) when it has no markers."""
+    """Replace the docs/speed.md block; False (untouched) when it has no markers."""
     try:
         text = path.read_text()
         path.write_text(replace_block(text, block))

@@ -1,10 +1,11 @@
 """The benchmark harness's pure parts: wrk output parsing, the wrk script, the results
-table and README block, the profile summary, the bench upstream's canned bytes and the
+table and docs/speed.md block, the profile summary, the bench upstream's canned bytes and the
 scanner bench's streams. No timing is asserted anywhere (speed lives in `./run.sh bench`)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,14 @@ def test_readme_block_is_replaced_between_the_markers_only():
     assert report.replace_block(out, "new table") == out  # idempotent
     with pytest.raises(ValueError):
         report.replace_block("# no markers\n", "t")
+
+
+def test_the_bench_block_lives_in_docs_speed_md():
+    """`./run.sh bench --write` writes docs/speed.md (bench/__main__.py): its markers are there."""
+    speed = (Path(__file__).resolve().parents[1] / "docs" / "speed.md").read_text(encoding="utf-8")
+    assert report.replace_block(speed, "t").count(report.BEGIN) == 1
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert report.BEGIN not in readme
 
 
 def test_profile_summary_counts_inclusive_and_self_samples():

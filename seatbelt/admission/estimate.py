@@ -16,7 +16,7 @@ sees is a subset of the body's decoded JSON (role names, text, tool schemas); th
 quotes and braces left in are slack that covers the few tokens a template adds per part
 (SentencePiece's leading "▁"). The price: English runs at ~4-5 bytes per token, so its
 bound is ~4x the real count. Counting exactly where the bound would refuse is not done yet
-(README "How it meters").
+(docs/metering.md).
 
 Media are billed by the API per item, not per base64 byte, so each image / audio / file
 part counts a fixed allowance instead of its payload:

@@ -131,7 +131,7 @@ def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                               else [])
     for place in places:
         if place.endswith("="):
-            request.query[place[:-1]] = real  # (a query has no hidden form: see README)
+            request.query[place[:-1]] = real  # (a query has no hidden form: see docs/operations.md)
         elif place == "authorization":
             _put_hidden(request.headers, place, f"Bearer {real}")
         else:

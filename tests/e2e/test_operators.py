@@ -177,7 +177,7 @@ def test_live_policy_reload_from_the_file(proxy: Proxy, standin: StandIn) -> Non
     def save(text: str) -> None:
         tmp = proxy.policy_path.with_suffix(".tmp")
         tmp.write_text(text)
-        os.replace(tmp, proxy.policy_path)  # atomic, as the README asks
+        os.replace(tmp, proxy.policy_path)  # atomic, as docs/policy.md asks
 
     try:
         save(good)

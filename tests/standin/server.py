@@ -292,7 +292,7 @@ def token_text(i: int, sw: dict[str, str]) -> str:
     return f"w{i} "
 
 
-# --------------------------------------------------------------------------- bodies (WIRE.md)
+# --------------------------------------------------------------------------- bodies (API shapes)
 
 
 def _now() -> int:
@@ -568,7 +568,7 @@ def anthropic_frames(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
 
 
 # --------------------------------------------------------------------------- Responses, Gemini,
-# Ollama, Azure (WIRE.md §3, §5, §6, §8)
+# Ollama, Azure
 
 NEW_KINDS = ("responses", "gemini", "gemini-stream", "ollama-chat", "ollama-generate",
              "ollama-embed")

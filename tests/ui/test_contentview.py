@@ -1,6 +1,6 @@
 """The LLM contentview and the kept body: what a developer reads in mitmweb's Response tab.
 
-Parsing is checked on the exact wire fixtures (tests/wire) and on WIRE.md's examples of
+Parsing is checked on the exact wire fixtures (tests/wire) and on documented examples of
 the APIs that have no fixture yet; the view is then driven through mitmproxy's own
 contentview machinery, on whichever mitmproxy (11 or 12) runs the tests.
 """
@@ -26,7 +26,7 @@ from tests.wire import FIXTURES, Fixture
 
 ALL = list(FIXTURES.values())
 
-# WIRE.md examples for APIs without a wire fixture (shapes quoted from real captures).
+# Documented examples for APIs without a wire fixture (shapes quoted from real captures).
 GEMINI_SSE = (
     b'data: {"candidates":[{"content":{"parts":[{"text":"Certainly"}],"role":"model"}}],'
     b'"usageMetadata":{"promptTokenCount":399,"totalTokenCount":399},'

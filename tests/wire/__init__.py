@@ -1,4 +1,4 @@
-"""Wire fixtures: exact response bodies as the LLM APIs send them (see WIRE.md).
+"""Wire fixtures: exact response bodies as the LLM APIs send them (read by seatbelt/apis/).
 
 Each file is served verbatim by the stand-in LLM server (`#wire:NAME`) and scanned by the
 unit tests. `FIXTURES[name]` says which endpoint produced it, a request that would have
@@ -218,7 +218,7 @@ FIXTURES: dict[str, Fixture] = {
             notes="overloaded_error after output began; message_start's output_tokens is a "
             "placeholder, so completion stays unknown (estimated)",
         ),
-        # -- OpenAI Responses (WIRE.md §3) --
+        # -- OpenAI Responses --
         Fixture(
             "responses.json", "responses", _RESP, _JSON,
             {"model": "gpt-5-mini", "instructions": "Answer in one sentence.", "input": _RQ},
@@ -256,7 +256,7 @@ FIXTURES: dict[str, Fixture] = {
             _usage(96, 18, 64, None, 0), '{"location":"Paris, France","unit":"celsius"}',
             notes="function_call_arguments deltas, cached input",
         ),
-        # -- Gemini (WIRE.md §5) --
+        # -- Gemini --
         Fixture(
             "gemini.json", "gemini", _GEM + ":generateContent", _JSON,
             {"contents": [{"role": "user", "parts": [
@@ -287,7 +287,7 @@ FIXTURES: dict[str, Fixture] = {
             upstream_error=True,
             notes="an error element after output: prompt reported, completion estimated",
         ),
-        # -- Ollama native (WIRE.md §6.1) --
+        # -- Ollama native --
         Fixture(
             "ollama_chat_stream.ndjson", "ollama", "/api/chat", _NDJSON,
             {"model": "llama3.2", "messages": [{"role": "user", "content": _OQ}]},
