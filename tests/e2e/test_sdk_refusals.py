@@ -23,14 +23,14 @@ from tests.standin import StandIn
 pytestmark = pytest.mark.e2e
 
 FEW_SECONDS = 5.0  # what "does not block" means here (the SDKs' own backoff is 0.5-8 s)
-CAP = 100
+CAP = 240  # one request (a ~190-215-token hold, ~70 spent) fits, the next cannot
 ROLLING_OAI = Key("sdk-rolling-oai", cap=CAP, window={"rolling": 3600})
 ROLLING_ANT = Key("sdk-rolling-ant", cap=CAP, window={"rolling": 3600})
 QUOTA_OAI = Key("sdk-quota-oai", cap=CAP)
 QUOTA_ANT = Key("sdk-quota-ant", cap=CAP)
 WHOLE_OAI = Key("sdk-whole-oai", cap=CAP, window={"rolling": 60})
 WHOLE_ANT = Key("sdk-whole-ant", cap=CAP, window={"rolling": 60})
-HELD = Key("sdk-held", cap=400)
+HELD = Key("sdk-held", cap=500)
 DEFAULT = Key("sdk-default", cap=1500)
 TINY = Key("sdk-tiny", cap=60)
 KEYS = [ROLLING_OAI, ROLLING_ANT, QUOTA_OAI, QUOTA_ANT, WHOLE_OAI, WHOLE_ANT, HELD, DEFAULT,
