@@ -50,11 +50,7 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
     _finish_scan(meter, response, completed)
     sent = flow is not None and (status is not None or request_was_sent(flow))
     result = decide(meter, status=status, completed=completed, sent=sent)
-    # An overrun is usage above the hold: known here, no need to ask the ledger.
-    overrun = (meter.hold_id is not None and result.action == "settle"
-               and result.charge > meter.reserved)
-    cost, usd_overrun = money.usd_outcome(meter, result)
-    overrun = overrun or usd_overrun
+    cost, overrun = charged(meter, result)
     first = meter.scanner.first_output_at if meter.scanner is not None else None
     ttft = first - meter.dispatched_at if first is not None else None
     duration = time.monotonic() - meter.dispatched_at
@@ -64,17 +60,34 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
         _show_kept_body(meter, response)
 
     def record() -> None:
-        get_metrics().finished(
-            account=meter.account, key=meter.key, outcome=result.outcome,
-            provider=meter.route.provider, model=meter.model_label,
-            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            ttft_s=ttft, duration_s=duration, usage_source=result.source, overrun=overrun)
-        get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
-        write_audit(rt, meter, result, status=client_status, overrun=overrun, ttft=ttft,
-                    duration=duration, cost_usd=pricing.to_usd(cost))
+        record_finished(rt, meter, result, status=client_status, overrun=overrun, ttft=ttft,
+                        duration=duration, cost=cost)
 
     finish_holds(rt, meter.ledger, holds_of(meter, result.charge, cost), result.action,
                  result.source, meter.flow_id, record)
+
+
+def charged(meter: Meter, result: Outcome) -> tuple[int | None, bool]:
+    """(micro-dollars charged, None unpriced; whether the charge overran a hold). An overrun
+    is usage above the hold: known here, no need to ask the ledger."""
+    overrun = (meter.hold_id is not None and result.action == "settle"
+               and result.charge > meter.reserved)
+    cost, usd_overrun = money.usd_outcome(meter, result)
+    return cost, overrun or usd_overrun
+
+
+def record_finished(rt: Runtime, meter: Meter, result: Outcome, *, status: int | None,
+                    overrun: bool, ttft: float | None, duration: float,
+                    cost: int | None) -> None:
+    """Metrics and the audit line of a finished request (HTTP, or one socket response)."""
+    get_metrics().finished(
+        account=meter.account, key=meter.key, outcome=result.outcome,
+        provider=meter.route.provider, model=meter.model_label,
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        ttft_s=ttft, duration_s=duration, usage_source=result.source, overrun=overrun)
+    get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
+    write_audit(rt, meter, result, status=status, overrun=overrun, ttft=ttft,
+                duration=duration, cost_usd=pricing.to_usd(cost))
 
 
 def _finish_scan(meter: Meter, response: http.Response | None, completed: bool) -> None:

@@ -15,11 +15,10 @@ import time
 from seatbelt.apis.base import Usage
 from seatbelt.ledger.base import Cap, Ledger
 from seatbelt.metering.meter import Outcome
-from seatbelt.records.metrics import get_metrics
 from seatbelt.runtime import Runtime
-from seatbelt.settlement.finish import finish_holds, holds_of, write_audit
+from seatbelt.settlement import finish
+from seatbelt.settlement.finish import finish_holds, holds_of
 from seatbelt.sockets.session import Pending
-from seatbelt.usd import money, pricing
 
 logger = logging.getLogger("seatbelt")
 
@@ -47,24 +46,14 @@ def settle(rt: Runtime, p: Pending, usage: Usage | None, *, failed: bool = False
     if not meter.claim():
         return None
     result = outcome_of(p, usage, failed=failed, released_unsent=released_unsent)
-    overrun = (meter.hold_id is not None and result.action == "settle"
-               and result.charge > meter.reserved)
-    cost, usd_overrun = money.usd_outcome(meter, result)
-    overrun = overrun or usd_overrun
+    cost, overrun = finish.charged(meter, result)
     ttft = (p.first_output_at - meter.dispatched_at
             if p.first_output_at is not None else None)
     duration = time.monotonic() - meter.dispatched_at
 
     def record() -> None:
-        get_metrics().finished(
-            account=meter.account, key=meter.key, outcome=result.outcome,
-            provider=meter.route.provider, model=meter.model_label,
-            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            ttft_s=ttft, duration_s=duration, usage_source=result.source, overrun=overrun)
-        get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
-        write_audit(rt, meter, result, status=SOCKET_STATUS if not failed else None,
-                    overrun=overrun, ttft=ttft, duration=duration,
-                    cost_usd=pricing.to_usd(cost))
+        finish.record_finished(rt, meter, result, status=SOCKET_STATUS if not failed else None,
+                               overrun=overrun, ttft=ttft, duration=duration, cost=cost)
 
     if p.charge_caps and rt.ledger is not None and result.action == "settle":
         rt.spawn(_charge(rt.ledger, p.charge_caps, result.charge, meter.flow_id))
