@@ -5,58 +5,18 @@ needs one module and one registration, nothing in seatbelt itself (issue 12)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 
 from seatbelt import apis
-from seatbelt.apis import base
-from seatbelt.apis.base import ApiFamily, RequestFacts, Route, UsageReader
 from tests.e2e.conftest import REPO, Key, Proxy, http_module, policy_text, tag
+from tests.e2e.toy_family import Toy
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.e2e
 
 TOY, TOY_CAP = Key("toy"), Key("toy-cap", cap=5)
-
-
-class ToyReader(UsageReader):
-    def feed(self, obj: Any) -> None:
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        if isinstance(usage, dict):
-            self.usage.prompt_tokens = base.count(usage.get("prompt_tokens"))
-            self.usage.completion_tokens = base.count(usage.get("completion_tokens"))
-
-
-class Toy(ApiFamily):
-    """`POST /toy/.../completions`, spoken like OpenAI's legacy completions (which the
-    stand-in answers for any path prefix); a shape OpenAI would otherwise take."""
-
-    name = "toy"
-
-    def route(self, method: str, path: str, headers: Mapping[str, str]) -> Route | None:
-        if method == "POST" and path.startswith("/toy/") and path.endswith("/completions"):
-            return Route(self, "toy", "completions", "metered")
-        return None
-
-    def parse_request(self, route: Route, body: dict[str, Any]) -> RequestFacts:
-        limit = body.get("max_tokens")
-        if limit is not None and base.count(limit) is None:
-            raise base.BadRequestBody("max_tokens must be a non-negative integer")
-        return RequestFacts(model=body.get("model"), stream=bool(body.get("stream")),
-                            max_output=limit)
-
-    def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
-        body["max_tokens"] = limit
-
-    def framing(self, route: Route, facts: RequestFacts, content_type: str) -> base.Framing:
-        return "sse" if "event-stream" in content_type else "json"
-
-    def new_usage_reader(self, route: Route) -> UsageReader:
-        return ToyReader()
-
-    def error_body(self, error: base.ErrorShape) -> dict[str, Any]:
-        return {"error": {"message": error.message, "type": error.code}}
 
 
 def script(directory: Path) -> Path:
@@ -66,7 +26,7 @@ def script(directory: Path) -> Path:
         "import sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "from seatbelt.apis import register\n"
-        "from tests.e2e.test_registered_family import Toy\n"
+        "from tests.e2e.toy_family import Toy\n"
         "register(Toy())\n"
     )
     return path
