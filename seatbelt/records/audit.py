@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -177,7 +177,7 @@ class AuditRecord:
                    cost_usd=cost_usd)
 
     def as_line(self) -> dict[str, Any]:
-        fields = asdict(self)
+        fields = dict(self.__dict__)  # asdict() deep-copies: ~30 us a line
         fields["edits"] = list(self.edits)
         return audit_record(**fields)
 
