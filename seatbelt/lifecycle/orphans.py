@@ -14,7 +14,7 @@ from typing import Any
 
 from seatbelt.ledger.base import HoldInfo
 from seatbelt.metering.meter import Meter
-from seatbelt.records.audit import AuditLog, audit_record
+from seatbelt.records.audit import AuditLog, AuditRecord
 from seatbelt.records.metrics import Metrics
 from seatbelt.usd.pricing import to_usd
 
@@ -38,31 +38,18 @@ def orphan_record(info: HoldInfo, meter: Meter | None, *, now: float) -> dict[st
     (a later settle of the same flow lowers it and writes the usual line)."""
     usd = is_usd(info)
     names = subject_names(info)
-    return audit_record(
+    return AuditRecord.orphaned(
         flow_id=meter.flow_id if meter else f"hold:{info.hold_id}",
         account=meter.account if meter else names.get("account"),
         key=meter.key if meter else names.get("key"),
         credential_fp=meter.credential_fp if meter else None,
         provider=meter.route.provider if meter else None,
-        host=meter.host if meter else None,
-        path=meter.path if meter else None,
-        model=meter.model if meter else None,
-        stream=meter.facts.stream if meter else False,
-        reserved=None if usd else info.amount,
-        prompt_tokens=None,
-        completion_tokens=None,
-        cached_tokens=None,
-        cache_write_tokens=None,
-        reasoning_tokens=None,
-        usage_source="orphaned",
-        overrun=False,
-        outcome="aborted",
-        status=None,
-        ttft_s=None,
-        duration_s=round(now - info.created, 6),
-        edits=list(meter.edits) if meter else [],
+        host=meter.host if meter else None, path=meter.path if meter else None,
+        model=meter.model if meter else None, stream=meter.facts.stream if meter else False,
+        reserved=None if usd else info.amount, duration_s=round(now - info.created, 6),
+        edits=tuple(meter.edits) if meter else (),
         cost_usd=to_usd(info.amount) if usd else None,
-    )
+    ).as_line()
 
 
 def meters_by_hold(meters: Iterable[Meter]) -> dict[str, Meter]:

@@ -121,8 +121,8 @@ class AuditRecord:
     `as_line()` is the validated mapping `audit_record` makes."""
 
     flow_id: str | None
-    account: str
-    key: str
+    account: str | None  # None only on an orphan whose hold names no such subject
+    key: str | None
     credential_fp: str | None
     provider: str | None
     host: str | None
@@ -175,6 +175,21 @@ class AuditRecord:
                    usage_source=usage_source, overrun=overrun, outcome=outcome,
                    status=status, ttft_s=ttft_s, duration_s=duration_s, edits=edits,
                    cost_usd=cost_usd)
+
+    @classmethod
+    def orphaned(cls, *, flow_id: str, account: str | None, key: str | None,
+                 credential_fp: str | None, provider: str | None, host: str | None,
+                 path: str | None, model: str | None, stream: bool, reserved: int | None,
+                 duration_s: float, edits: tuple[str, ...],
+                 cost_usd: float | None) -> AuditRecord:
+        """A hold reclaimed from a request that never finished: charged whole."""
+        return cls(flow_id=flow_id, account=account, key=key,
+                   credential_fp=credential_fp, provider=provider, host=host, path=path,
+                   model=model, stream=stream, reserved=reserved, prompt_tokens=None,
+                   completion_tokens=None, cached_tokens=None, cache_write_tokens=None,
+                   reasoning_tokens=None, usage_source="orphaned", overrun=False,
+                   outcome="aborted", status=None, ttft_s=None, duration_s=duration_s,
+                   edits=edits, cost_usd=cost_usd)
 
     def as_line(self) -> dict[str, Any]:
         fields = dict(self.__dict__)  # asdict() deep-copies: ~30 us a line
