@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.e2e.conftest import Key, Proxy, chat, policy_text, refusal, tag
+from tests.e2e.conftest import Key, Proxy, chat, policy_text, refusal, tag, wait_for
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.e2e
@@ -170,8 +170,10 @@ def test_a_cap_held_by_requests_in_flight_is_retried_and_served(proxy: Proxy,
         runner.join(30)
     assert slow_done.is_set()
     assert raw.status_code == 200
-    lines = outcomes(proxy, HELD, 3)
-    # The slow stream, then the second request: refused while held, retried, served.
+    # The slow stream, then the second request: refused while held, retried, served. A
+    # served line follows its settle (written once the ledger took it): wait for both.
+    lines = wait_for("both served lines", lambda: (
+        found if (found := outcomes(proxy, HELD, 3)).count("served") == 2 else None))
     assert lines.count("refused_rate") >= 1 and lines.count("served") == 2, lines
 
 
