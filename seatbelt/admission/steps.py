@@ -107,10 +107,10 @@ def check_operator_switches(a: Admission) -> Verdict:
 
 def _unmetered(a: Admission) -> Verdict:
     """An endpoint whose cost seatbelt cannot see: 403 for a policy key unless allowed."""
-    if (a.policy.unmetered_endpoints != "allow" and a.key is not None
-            and a.enforced(refusals.unmetered(a.path))):
-        return refusals.unmetered(a.path)
-    return FORWARD
+    if a.policy.unmetered_endpoints == "allow" or a.key is None:
+        return FORWARD
+    refusal = refusals.unmetered(a.path)
+    return refusal if a.enforced(refusal) else FORWARD
 
 
 def pass_unmetered_routes(a: Admission) -> Verdict:

@@ -223,3 +223,20 @@ def test_error_body_carries_the_retry_delay_as_retry_info():
     body = FAMILY.error_body(ErrorShape(429, "rate_limit_exceeded", "m", retry_after=7))
     info, retry = body["error"]["details"]
     assert retry == {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}
+
+
+def test_proto_field_names_are_read_like_their_json_names() -> None:
+    """Google's JSON parsers also accept a field's proto name (snake_case): an agent that
+    spells the limit and the multiplier that way is held for what it asks, and one that
+    sends both spellings is refused (tried as a way around the hold)."""
+    from seatbelt.apis import route_request
+    from seatbelt.apis.base import BadRequestBody
+
+    r = route_request("POST", "/v1beta/models/gemini-2.0-flash:generateContent", {})
+    assert r is not None
+    facts = r.family.parse_request(r, {"contents": [], "generation_config": {
+        "max_output_tokens": 99999, "candidate_count": 4}})
+    assert (facts.max_output, facts.multiplier) == (99999, 4)
+    with pytest.raises(BadRequestBody):
+        r.family.parse_request(r, {"contents": [], "generationConfig": {
+            "maxOutputTokens": 10, "max_output_tokens": 99999}})
