@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import clients, proxies, report, wrk
+from bench import clients, proxies, report, tls, wrk
 from bench.proxies import CONFIGS, REPO
 from bench.upstream import JSON_BODY, SLOW_FIRST_S, SSE_BODY
 
-PARTS = ("throughput", "latency", "ttfb", "memory", "scanner", "ledger")
+PARTS = ("throughput", "latency", "ttfb", "memory", "tls", "scanner", "ledger")
 
 
 def log(msg: str) -> None:
@@ -112,10 +112,11 @@ class Bench:
                                f"{res.errors} socket errors in {res.requests} requests")
         return res
 
-    def order(self, rnd: int) -> list[str]:
+    def order(self, rnd: int, configs: tuple[str, ...] | None = None) -> list[str]:
         """Rotate the configuration order each round: none always runs first or last."""
-        k = rnd % len(self.configs)
-        return list(self.configs[k:] + self.configs[:k])
+        configs = configs or self.configs
+        k = rnd % len(configs)
+        return list(configs[k:] + configs[:k])
 
     # -- parts -----------------------------------------------------------------------
 
@@ -215,7 +216,8 @@ class Bench:
             f"the {self.args.memory_mb} MB stream was metered from its usage frame "
             f"({last.get('completion_tokens')} completion tokens, reported)")
 
-    def audit_check(self, procs: dict[str, proxies.Proc]) -> None:
+    def audit_check(self, procs: dict[str, proxies.Proc], what: str = "",
+                    key: str = "audit") -> None:
         """seatbelt really metered the load: count its audit lines by outcome and source."""
         p = procs.get("seatbelt")
         if p is None:
@@ -228,14 +230,67 @@ class Bench:
                 k = f"{rec['outcome']}/{rec['usage_source']}"
                 counts[k] = counts.get(k, 0) + 1
         served = counts.get("served/reported", 0)
-        self.result["audit"] = counts
+        self.result[key] = counts
         if served == 0 or any(k.startswith("refused") or k == "unauthorized/none"
                               for k in counts):
             raise RuntimeError(f"seatbelt did not meter the load as expected: {counts}")
         other = {k: v for k, v in counts.items() if k != "served/reported"}
         self.result["checks"].append(
-            f"seatbelt's audit log: {served:,} requests served and settled from reported usage"
-            + (f", {other} (cut off by wrk's stop)" if other else ""))
+            f"seatbelt's audit log{what}: {served:,} requests served and settled from reported "
+            "usage" + (f", {other} (cut off by the load's stop)" if other else ""))
+
+    def tls_part(self) -> None:
+        """The explicit proxy with TLS on both sides (the main deployment): each configuration
+        in regular mode, its client CONNECTing and trusting only that proxy's CA, the proxy
+        verifying the HTTPS upstream against its self-signed certificate."""
+        d = self.tmp / "tls"
+        d.mkdir(parents=True, exist_ok=True)
+        cert, key = tls.make_cert(d)
+        up = proxies.start_upstream(d, self.load_cpus, (cert, key))
+        target = f"{tls.HOST}:{up.port}"
+        try:
+            alone = {b: self.tls_load(0, target, cert, b, {}, 8, self.args.seconds).rps
+                     for b in ("json", "sse")}
+            with proxies.started(CONFIGS, up.port, d, self.proxy_cpus, cert) as procs:
+                for p in procs.values():  # warm-up: TLS certificates, imports, WAL
+                    for b in ("json", "sse"):
+                        self.tls_load(p.port, target, Path(p.extra["ca"]), b,
+                                      proxies.auth_headers(p), 8, 1)
+                self.result["tls"] = {"upstream": alone, **self.tls_rounds(procs, target)}
+                self.audit_check(procs, " (explicit proxy, TLS)", "tls_audit")
+        finally:
+            up.stop()
+        log(f"tls: {self.result['tls']}")
+
+    def tls_rounds(self, procs: dict[str, proxies.Proc], target: str) -> dict[str, Any]:
+        runs: dict[str, dict[str, list[dict[str, float]]]] = {
+            b: {c: [] for c in CONFIGS} for b in ("json", "sse")}
+        for rnd in range(self.args.rounds):
+            for body in ("json", "sse"):
+                for c in self.order(rnd, CONFIGS):
+                    p, ca = procs[c], Path(procs[c].extra["ca"])
+                    h = proxies.auth_headers(p)
+                    rps = self.tls_load(p.port, target, ca, body, h, 8, self.args.seconds).rps
+                    one = self.tls_load(p.port, target, ca, body, h, 1, self.args.latency_seconds)
+                    runs[body][c].append({"rps": rps, "p50_ms": one.p50_ms,
+                                          "p99_ms": one.p99_ms})
+            log(f"tls round {rnd + 1}/{self.args.rounds}: " + ", ".join(
+                f"{b} {c} {runs[b][c][-1]['rps']:.0f}" for b in runs for c in CONFIGS))
+        return {b: {c: {"rps": round(median_of(runs[b][c], "rps")),
+                        "p50_ms": median_of(runs[b][c], "p50_ms"),
+                        "p99_ms": median_of(runs[b][c], "p99_ms"),
+                        "rounds": [round(r["rps"]) for r in runs[b][c]]} for c in CONFIGS}
+                for b in runs}
+
+    def tls_load(self, port: int, target: str, ca: Path, body: str, headers: dict[str, str],
+                 connections: int, seconds: float) -> tls.TlsResult:
+        res = tls.run(port, target, ca, body, headers, connections=connections,
+                      seconds=seconds, cpus=self.load_cpus)
+        if not res.ok:
+            raise RuntimeError(f"TLS load on port {port}, {body}: {res.non_2xx} non-2xx "
+                               f"answers, {res.errors} connection errors in "
+                               f"{res.requests} requests")
+        return res
 
     def scanner(self) -> None:
         from bench import scanner_bench
@@ -306,6 +361,8 @@ class Bench:
                     self.memory(up)
             finally:
                 up.stop()
+        if "tls" in parts:
+            self.tls_part()
         if "scanner" in parts:
             self.scanner()
         if "ledger" in parts:

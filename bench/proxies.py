@@ -146,27 +146,49 @@ def _get(url: str) -> int:
         return e.code
 
 
-def start_upstream(workdir: Path, cpus: set[int] | None) -> Proc:
+def start_upstream(workdir: Path, cpus: set[int] | None,
+                   tls: tuple[Path, Path] | None = None) -> Proc:
+    """The canned upstream; over HTTPS with `tls` = (certificate, key)."""
     port = free_port()
-    log = workdir / "upstream.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.upstream", "--port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("wb"), stdin=subprocess.DEVNULL,
-        preexec_fn=pin(cpus),
-    )
-    _wait("upstream", proc, log, lambda: _get(f"http://127.0.0.1:{port}/") == 200)
+    log = workdir / ("upstream-tls.log" if tls else "upstream.log")
+    cmd = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    if tls:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+                            stdin=subprocess.DEVNULL, preexec_fn=pin(cpus))
+    if tls:
+        _wait("upstream", proc, log, lambda: _tls_accepts(port))
+    else:
+        _wait("upstream", proc, log, lambda: _get(f"http://127.0.0.1:{port}/") == 200)
     return Proc("upstream", port, proc, log)
 
 
-def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None) -> Proc:
+def _tls_accepts(port: int) -> bool:
+    """Something accepts TCP connections on the port (the TLS upstream, an explicit proxy)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        return True
+
+
+def mode_args(upstream: int, d: Path, upstream_ca: Path | None) -> list[str]:
+    """Reverse mode in front of the plain upstream; with `upstream_ca`, the explicit proxy
+    (regular mode, its CA in d/confdir) verifying the HTTPS upstream against that cert."""
+    if upstream_ca is None:
+        return ["--mode", f"reverse:http://127.0.0.1:{upstream}"]
+    return ["--mode", "regular", "--set", f"confdir={d / 'confdir'}",
+            "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+
+
+def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None,
+                upstream_ca: Path | None = None) -> Proc:
     """Start one mitmdump configuration; returns when it forwards (seatbelt: /readyz)."""
     port = free_port()
     d = workdir / config
     d.mkdir(parents=True, exist_ok=True)
     log = d / "mitmdump.log"
-    cmd = [mitmdump_binary(), "-q", "--mode", f"reverse:http://127.0.0.1:{upstream}",
+    cmd = [mitmdump_binary(), "-q", *mode_args(upstream, d, upstream_ca),
            "--listen-host", "127.0.0.1", "-p", str(port)]
-    extra: dict[str, str] = {}
+    extra: dict[str, str] = {"ca": str(d / "confdir" / "mitmproxy-ca-cert.pem")} \
+        if upstream_ca else {}
     if config == "plain":
         cmd += ["-s", str(BENCH / "noop_addon.py")]
     elif config == "passthrough":
@@ -176,8 +198,8 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
         fp = hashlib.sha256(credential.encode()).hexdigest()
         (d / "policy.yaml").write_text(policy_yaml(fp))
         metrics = free_port()
-        extra = {"credential": credential, "metrics": str(metrics),
-                 "audit": str(d / "audit.jsonl"), "ledger": str(d / "ledger.db")}
+        extra |= {"credential": credential, "metrics": str(metrics),
+                  "audit": str(d / "audit.jsonl"), "ledger": str(d / "ledger.db")}
         cmd += ["-s", str(REPO / "seatbelt" / "addon.py"),
                 "--set", f"seatbelt_policy={d / 'policy.yaml'}",
                 "--set", "seatbelt_ledger=" + (f"sqlite:///{d / 'ledger.db'}"
@@ -193,6 +215,9 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
         if "metrics" in extra:
             url = f"http://127.0.0.1:{extra['metrics']}/readyz"
             _wait(config, proc, log, lambda: _get(url) == 200)
+        elif upstream_ca:  # an explicit proxy answers nothing useful to GET /: it listens
+            ca = Path(extra["ca"])
+            _wait(config, proc, log, lambda: _tls_accepts(port) and ca.exists())
         else:  # forwarding: the upstream's own answer to GET / (a real engine's may be 404)
             url = f"http://127.0.0.1:{port}/"
             _wait(config, proc, log, lambda: _get(url) < 500)
@@ -204,11 +229,11 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
 
 @contextlib.contextmanager
 def started(configs: tuple[str, ...], upstream: int, workdir: Path,
-            cpus: set[int] | None) -> Iterator[dict[str, Proc]]:
+            cpus: set[int] | None, upstream_ca: Path | None = None) -> Iterator[dict[str, Proc]]:
     procs: dict[str, Proc] = {}
     try:
         for c in configs:
-            procs[c] = start_proxy(c, upstream, workdir, cpus)
+            procs[c] = start_proxy(c, upstream, workdir, cpus, upstream_ca)
         yield procs
     finally:
         for p in procs.values():

@@ -14,7 +14,8 @@ and wants it well over 3x faster than mitmdump). So every answer is prebuilt byt
 - header `x-bench: big-N`: an SSE stream of N bytes (64 KiB chunks, flow-controlled),
   usage at its end (proxy memory while a huge response streams through).
 
-Keep-alive and pipelining are supported; nothing is logged.
+Keep-alive and pipelining are supported; nothing is logged. `--tls-cert/--tls-key` serve the
+same over HTTPS (the explicit-proxy-with-TLS configuration, bench/tls.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 
 SSE_FRAMES = 200
 SLOW_FIRST_S = 0.05
@@ -215,9 +217,9 @@ class Upstream(asyncio.Protocol):
         self._serve()
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Upstream, host, port, backlog=1024)
+    server = await loop.create_server(Upstream, host, port, backlog=1024, ssl=tls)
     async with server:
         await server.serve_forever()
 
@@ -226,9 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) ...")
+    parser.add_argument("--tls-key", help="... and its key")
     args = parser.parse_args(argv)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        tls.set_alpn_protocols(["http/1.1"])
     try:
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, tls))
     except KeyboardInterrupt:
         pass
     return 0
