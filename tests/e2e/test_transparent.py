@@ -45,6 +45,7 @@ IP, NFT = shutil.which("ip", path=_SBIN), shutil.which("nft", path=_SBIN)
 
 METERED = Key("tp-metered", cap=100_000)
 CAPPED = Key("tp-capped", cap=20)
+UNKNOWN = "sk-unknown-" + "3" * 24
 
 
 def _need_root() -> None:
@@ -251,9 +252,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Netns, HostS
 def test_transparent_https_is_metered_and_refused_as_in_explicit_mode(lab: Any) -> None:
     net, standin, proxy = lab
     t = tag()
-    served, refused = run_app(net, proxy.ca_path, [
+    served, refused, unknown = run_app(net, proxy.ca_path, [
         (METERED.credential, f"{t} #len:9", 9),
         (CAPPED.credential, f"{t} capped", 50),
+        (UNKNOWN, f"{t} unknown", 5),
     ])
     (up,) = standin.received(t)
     assert up.tls and standin.sni and set(standin.sni) == {HOST}
@@ -270,6 +272,11 @@ def test_transparent_https_is_metered_and_refused_as_in_explicit_mode(lab: Any) 
     assert CAPPED.credential not in json.dumps(refused)
     (cline,) = proxy.wait_audit(CAPPED.id, 1)  # one line: the SDK did not retry
     assert cline["outcome"] == "refused_quota"
+
+    assert unknown["status"] == 401  # and never reached the API: received(t) is one request
+    assert unknown["headers"]["x-seatbelt-refused"] == "invalid_api_key"
+    assert unknown["body"]["error"]["code"] == "invalid_api_key"
+    assert UNKNOWN not in json.dumps(unknown) and UNKNOWN not in proxy.log()
 
     m = proxy.metrics()
     assert m.value("seatbelt_spend_tokens_total", account="team", key=METERED.id) == up.spend
