@@ -270,15 +270,20 @@ class Bench:
                 for c in self.order(rnd, CONFIGS):
                     p, ca = procs[c], Path(procs[c].extra["ca"])
                     h = proxies.auth_headers(p)
-                    rps = self.tls_load(p.port, target, ca, body, h, 8, self.args.seconds).rps
+                    before = p.cpu_seconds()
+                    many = self.tls_load(p.port, target, ca, body, h, 8, self.args.seconds)
+                    used = (p.cpu_seconds() - before) / max(many.requests, 1) * 1e6
                     one = self.tls_load(p.port, target, ca, body, h, 1, self.args.latency_seconds)
-                    runs[body][c].append({"rps": rps, "p50_ms": one.p50_ms,
-                                          "p99_ms": one.p99_ms})
+                    runs[body][c].append({"rps": many.rps, "cpu_us": used,
+                                          "client_cpu": many.client_cpu,
+                                          "p50_ms": one.p50_ms, "p99_ms": one.p99_ms})
             log(f"tls round {rnd + 1}/{self.args.rounds}: " + ", ".join(
                 f"{b} {c} {runs[b][c][-1]['rps']:.0f}" for b in runs for c in CONFIGS))
         return {b: {c: {"rps": round(median_of(runs[b][c], "rps")),
+                        "cpu_us": round(median_of(runs[b][c], "cpu_us")),
                         "p50_ms": median_of(runs[b][c], "p50_ms"),
                         "p99_ms": median_of(runs[b][c], "p99_ms"),
+                        "client_cpu": median_of(runs[b][c], "client_cpu"),
                         "rounds": [round(r["rps"]) for r in runs[b][c]]} for c in CONFIGS}
                 for b in runs}
 

@@ -136,6 +136,7 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {' | '.join(cells)} | "
                          f"{_delta(ours, row.get('passthrough', {}).get('p50_ms'))} | "
                          f"{_delta(ours, row.get('plain', {}).get('p50_ms'))} |")
+    lines += tls_table(r.get("tls", {}))
     ttfb = r.get("ttfb", {})
     if ttfb:
         lines += ["", f"Time to first byte on a slow stream (upstream waits "
@@ -176,6 +177,34 @@ def markdown(r: dict[str, Any]) -> str:
     if checks:
         lines += ["", "Checks: " + "; ".join(checks) + "."]
     return "\n".join(lines) + "\n"
+
+
+def tls_table(tls: dict[str, Any]) -> list[str]:
+    """The explicit-proxy-with-TLS rows: throughput at 8 connections, p50 at 1."""
+    if not tls:
+        return []
+    lines = ["", "Explicit proxy with TLS, the main deployment (CONNECT, TLS to the proxy with "
+             "its CA, TLS from the proxy to the upstream; bench/tls.py, an asyncio client with "
+             "keep-alive connections, handshakes not timed; requests/s at 8 connections, "
+             "p50 ms at 1, median of rounds):", "",
+             "| response | upstream alone | plain mitmdump | pass-through | seatbelt "
+             "| seatbelt / pass-through | proxy CPU us per request, plain / pass-through / "
+             "seatbelt | p50 plain / pass-through / seatbelt | added p50 vs pass-through |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+        row = tls.get(body)
+        if not row:
+            continue
+        rps = {c: row.get(c, {}).get("rps") for c in ("plain", "passthrough", "seatbelt")}
+        p50 = {c: row.get(c, {}).get("p50_ms") for c in ("plain", "passthrough", "seatbelt")}
+        cpu = [_num(row.get(c, {}).get("cpu_us")) for c in ("plain", "passthrough", "seatbelt")]
+        lines.append(
+            f"| {label} | {_num(tls.get('upstream', {}).get(body))} | {_num(rps['plain'])} | "
+            f"{_num(rps['passthrough'])} | {_num(rps['seatbelt'])} | "
+            f"{_ratio(rps['seatbelt'], rps['passthrough'])} | {' / '.join(cpu)} | "
+            + " / ".join(_ms(v) for v in p50.values())
+            + f" | {_delta(p50['seatbelt'], p50['passthrough'])} |")
+    return lines
 
 
 def _ratio(a: float | None, b: float | None) -> str:

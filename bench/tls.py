@@ -9,8 +9,9 @@ each CONNECTs through the proxy once, does TLS with the proxy's certificate for 
 reading every answer whole (Content-Length or chunked); the first answer on each connection
 must be the upstream's exact bytes, else the run counts an error. With `--proxy 0` it talks
 TLS to the target directly (the upstream alone). Prints one JSON line: requests, seconds,
-rps, p50_ms, p99_ms, errors, non_2xx. The upstream side (bench/upstream.py --tls-cert) needs a
-certificate: `make_cert` writes a self-signed one for 127.0.0.1 at bench start.
+rps, p50_ms, p99_ms, errors, non_2xx, client_cpu (its CPU seconds per second: near 1, the
+client is the limit). The upstream side (bench/upstream.py --tls-cert) needs a certificate:
+`make_cert` writes a self-signed one for 127.0.0.1 at bench start.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class TlsResult:
     p99_ms: float
     errors: int
     non_2xx: int
+    client_cpu: float = 0.0  # the client's CPU seconds per wall second: near 1, it limits
+
 
     @property
     def ok(self) -> bool:
@@ -154,14 +157,16 @@ async def load(args: argparse.Namespace) -> TlsResult:
         finally:
             w.close()
 
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     await asyncio.gather(*(drive(r, w) for r, w in streams))
     seconds = time.monotonic() - t0
+    cpu = round((time.process_time() - cpu0) / seconds, 2)
     ms = sorted(t * 1e3 for t in times) or [0.0]
     return TlsResult(requests=len(times), seconds=round(seconds, 3),
                      rps=round(len(times) / seconds, 1),
                      p50_ms=round(statistics.median(ms), 3),
-                     p99_ms=round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3), **counts)
+                     p99_ms=round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3),
+                     client_cpu=cpu, **counts)
 
 
 def run(proxy: int, target: str, ca: Path, body: str, headers: dict[str, str], *,

@@ -1,15 +1,18 @@
-"""The benchmark harness's pure parts: wrk output parsing, the wrk script, the results
-table and docs/speed.md block, the profile summary, the bench upstream's canned bytes and the
-scanner bench's streams. No timing is asserted anywhere (speed lives in `./run.sh bench`)."""
+"""The benchmark harness's parts: wrk output parsing, the wrk script, the results table and
+docs/speed.md block, the profile summary, the bench upstream's canned bytes, the scanner
+bench's streams, and the TLS load client (bench/tls.py) for a fraction of a second against
+the HTTPS upstream, alone and CONNECTing through seatbelt. No timing is asserted anywhere
+(speed lives in `./run.sh bench`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from bench import clients, report, scanner_bench, upstream, wrk
+from bench import clients, proxies, report, scanner_bench, tls, upstream, wrk
 from bench.profile import parse_collapsed
 
 WRK_OUT = """\
@@ -185,3 +188,64 @@ def test_scanner_bench_gzip_case_decodes():
         sc(piece)
     sc(b"")
     assert sc.usage.prompt_tokens is not None and sc.output_chars > 4000
+
+
+def test_tls_table_shows_every_configuration_and_the_added_p50():
+    row = {c: {"rps": rps, "p50_ms": p50, "cpu_us": cpu} for c, rps, p50, cpu in
+           (("plain", 600, 1.5, 1000), ("passthrough", 500, 1.75, 1200),
+            ("seatbelt", 400, 2.0, 1500))}
+    text = report.markdown({**_result(950.0, 1.0), "tls": {"upstream": {"json": 3000},
+                                                           "json": row}})
+    assert ("| small JSON | 3,000 | 600 | 500 | 400 | 0.80 | 1,000 / 1,200 / 1,500 | "
+            "1.50 / 1.75 / 2.00 | +0.25 |") in text
+    assert "Explicit proxy with TLS" in text and "SSE, 200 frames | -" not in text
+
+
+def _reader(data: bytes) -> asyncio.StreamReader:
+    r = asyncio.StreamReader()
+    r.feed_data(data)
+    r.feed_eof()
+    return r
+
+
+def test_tls_client_reads_whole_responses_both_framings():
+    async def both() -> list[tuple[int, bytes]]:
+        r = _reader(upstream.JSON_RESPONSE + upstream.SSE_RESPONSE)
+        return [await tls.read_response(r), await tls.read_response(r)]
+
+    assert asyncio.run(both()) == [(200, upstream.JSON_BODY), (200, upstream.SSE_BODY)]
+    raw = tls.request_bytes("127.0.0.1:9", "sse", {"Authorization": "Bearer x"})
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert json.loads(body) == json.loads(clients.request_body(True))
+    assert f"Content-Length: {len(body)}".encode() in head and b"Authorization: Bearer x" in head
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("tls-upstream")
+    cert, key = tls.make_cert(d)
+    up = proxies.start_upstream(d, None, (cert, key))
+    yield up, cert
+    up.stop()
+
+
+@pytest.mark.parametrize("body", ["json", "sse"])
+def test_tls_client_gets_the_upstreams_bytes_over_https(tls_upstream, body):
+    up, cert = tls_upstream
+    res = tls.run(0, f"127.0.0.1:{up.port}", cert, body, {}, connections=2, seconds=0.3)
+    assert res.ok and res.requests > 0, res
+
+
+@pytest.mark.e2e
+def test_tls_client_connects_through_seatbelt_and_is_metered(tls_upstream, tmp_path):
+    """CONNECT, TLS with the proxy's CA, HTTPS upstream verified against its own cert:
+    every answer the upstream's bytes, and seatbelt's audit has them served from usage."""
+    up, cert = tls_upstream
+    with proxies.started(("seatbelt",), up.port, tmp_path, None, cert) as procs:
+        p = procs["seatbelt"]
+        res = tls.run(p.port, f"127.0.0.1:{up.port}", Path(p.extra["ca"]), "json",
+                      proxies.auth_headers(p), connections=2, seconds=0.5)
+    assert res.ok and res.requests > 0, res
+    lines = [json.loads(x) for x in Path(p.extra["audit"]).read_text().splitlines()]
+    assert len(lines) == res.requests
+    assert {(x["outcome"], x["usage_source"]) for x in lines} == {("served", "reported")}
