@@ -7,7 +7,8 @@ metrics and audit on), all in front of bench/upstream.py (prebuilt answers, meas
 too), loaded by wrk. Plus: time to first byte on a slow stream, proxy memory while a huge
 response streams through, the scanner in-process and the ledger's reserve+settle pairs.
 
-Parts: throughput, latency, ttfb, memory, scanner, ledger. `--write` regenerates
+Parts: throughput, latency, ttfb, memory, tls (the explicit proxy with TLS on both sides,
+loaded by bench/tls.py), scanner, ledger. `--write` regenerates
 bench/results.md and the docs/speed.md block between `<!-- bench:begin -->` and
 `<!-- bench:end -->`. Take final numbers on a quiet machine (the load average is printed).
 """
