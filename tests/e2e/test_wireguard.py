@@ -177,7 +177,7 @@ def test_wireguard_tunnel_is_metered_and_refused_as_in_explicit_mode(wg_lab: Any
     ])
     # Three TLS sessions each way are kilobytes; a WireGuard handshake alone is 148 + 92 bytes.
     rx, tx = tunnel.transfer()
-    assert rx > 3000 and tx > 3000, f"the app's requests did not use the tunnel: {rx=} {tx=}"
+    assert rx > 3000 and tx > 3000, f"not through the tunnel: {rx=} {tx=}\n{tunnel.log()}"
     assert f"[{TUNNEL_IP}:" in proxy.log()  # mitmproxy saw the client at its tunnel address
 
     (up,) = standin.received(t)  # only the metered request reached the API
