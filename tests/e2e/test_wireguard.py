@@ -190,6 +190,7 @@ def test_wireguard_tunnel_is_metered_and_refused_as_in_explicit_mode(wg_lab: Any
 
     assert refused["status"] == 429
     assert refused["headers"]["x-seatbelt-refused"] == "insufficient_quota"
+    assert refused["headers"]["x-should-retry"] == "false"
     assert refused["body"]["error"]["code"] == "insufficient_quota"
     (cline,) = proxy.wait_audit(CAPPED.id, 1)  # one line: the SDK did not retry
     assert cline["outcome"] == "refused_quota"
