@@ -8,6 +8,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seatbelt.admission import estimate
 from seatbelt.admission.estimate import (
@@ -49,7 +51,8 @@ def test_text_is_its_decoded_utf8_bytes_plus_the_family_overhead():
     assert prompt_bound(CHAT, body) == compact_len(body) + overhead
     # non-ASCII counts its UTF-8 bytes: 3 per CJK character, escaped or not
     cjk = {"messages": [{"content": "世界" * 100}]}
-    for raw in (json.dumps(cjk).encode(), json.dumps(cjk, ensure_ascii=False).encode()):
+    for raw in (json.dumps(cjk, separators=(",", ":")).encode(),
+                json.dumps(cjk, ensure_ascii=False, separators=(",", ":")).encode()):
         assert prompt_estimate(cjk, raw) == compact_len(cjk) >= 600
 
 
@@ -184,9 +187,37 @@ MEDIA_BODIES = [
 
 @pytest.mark.parametrize("body", MEDIA_BODIES + [dict(fx.request) for fx in FIXTURES.values()])
 @pytest.mark.parametrize("ascii_only", [False, True])
-def test_the_raw_text_shortcut_never_changes_the_estimate(body, ascii_only):
-    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
-    assert prompt_estimate(body, raw) == prompt_estimate(body)
+def test_the_raw_text_shortcut_never_lowers_the_estimate(body, ascii_only):
+    """Compact text gives the same bound as the re-encoding; spaced text at most its
+    whitespace more."""
+    compact = json.dumps(body, ensure_ascii=ascii_only, separators=(",", ":")).encode()
+    spaced = json.dumps(body, ensure_ascii=ascii_only).encode()
+    assert prompt_estimate(body, compact) == prompt_estimate(body)
+    assert prompt_estimate(body) <= prompt_estimate(body, spaced)
+    assert prompt_estimate(body, spaced) <= prompt_estimate(body) + len(spaced) - len(compact)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+_NUMBER_SPELLINGS = [b"1e2", b"1E400", b"1e-7", b"1234567890123456789.5", b"-0", b"0.1e1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, ascii_only=st.booleans(), indent=st.sampled_from([None, 0, 2]),
+       number=st.sampled_from(_NUMBER_SPELLINGS))
+def test_the_text_length_shortcut_is_never_under_the_re_encoding(value, ascii_only, indent,
+                                                                   number):
+    """Whatever the spelling (escapes, spacing, numbers json.dumps writes longer), the
+    size the bound uses is at least the compact re-encoding's."""
+    raw = (b'{"v":' + json.dumps(value, ensure_ascii=ascii_only, indent=indent).encode()
+           + b',"n":' + number + b"}")
+    body = json.loads(raw)
+    assert estimate._json_size(body, raw) >= estimate._size(body)
 
 
 def test_a_media_part_spelled_with_escapes_is_still_found():
