@@ -90,7 +90,10 @@ def _config(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 class Gemini(ApiFamily):
     name = "gemini"
     credential_headers = ("x-goog-api-key", "authorization")
-    credential_query = ("key",)
+    # `access_token=`: Google APIs take an OAuth token in the query, and Live takes its
+    # ephemeral tokens there (BidiGenerateContentConstrained): a credential, so it is
+    # authenticated (an unknown one is refused) and redacted like `key=`.
+    credential_query = ("key", "access_token")
     usage_markers = (b'"usageMetadata"',)
     output_text = OUTPUT_TEXT
     # Gemini's SentencePiece has byte fallback (at most one token per byte); turn framing

@@ -55,3 +55,18 @@ def test_ambiguous_credentials_are_errors_not_anonymous(headers):
 def test_no_credential_is_none():
     c = find_credential(OpenAIFamily(), request([]))
     assert c.value is None and c.error is None
+
+
+@pytest.mark.parametrize("name", ["key", "access_token"])
+def test_gemini_query_credentials_are_found(name):
+    from seatbelt.apis.gemini import Gemini
+    path = f"/v1beta/models/m:generateContent?alt=sse&{name}=tok-1"
+    c = find_credential(Gemini(), request([], path=path))
+    assert c.value == "tok-1" and c.places == [f"{name}="]
+
+
+def test_a_gemini_key_and_a_different_access_token_are_ambiguous():
+    from seatbelt.apis.gemini import Gemini
+    path = "/v1beta/models/m:generateContent?key=a1&access_token=b2"
+    c = find_credential(Gemini(), request([], path=path))
+    assert c.error and c.value is None and "b2" not in c.error

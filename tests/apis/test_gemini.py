@@ -67,7 +67,7 @@ def test_openai_compatible_and_other_paths_are_not_gemini():
 
 def test_credentials_header_query_and_vertex_bearer():
     assert FAMILY.credential_headers == ("x-goog-api-key", "authorization")
-    assert FAMILY.credential_query == ("key",)
+    assert FAMILY.credential_query == ("key", "access_token")
 
 
 def facts(body, path=GEN):

@@ -19,12 +19,13 @@ def test_every_family_credential_header_is_scrubbed(header):
     assert f.request.headers["content-type"] == "application/json"
 
 
-def test_key_query_is_scrubbed_and_other_parameters_stay():
+@pytest.mark.parametrize("name", ["key", "access_token"])
+def test_query_credentials_are_scrubbed_and_other_parameters_stay(name):
     f = tflow.tflow()
-    f.request.path = "/v1beta/models/m:streamGenerateContent?alt=sse&key=AIza-secret"
+    f.request.path = f"/v1beta/models/m:streamGenerateContent?alt=sse&{name}=AIza-secret"
     redact_flow(f)
     assert "AIza-secret" not in f.request.path
-    assert f.request.query["alt"] == "sse" and f.request.query["key"] == REDACTED
+    assert f.request.query["alt"] == "sse" and f.request.query[name] == REDACTED
 
 
 def test_proxy_auth_password_is_scrubbed_and_the_user_kept():
