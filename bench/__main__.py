@@ -88,8 +88,9 @@ class Bench:
         self.result: dict[str, Any] = {"quick": args.quick, "checks": []}
         self.tmp = Path(tempfile.mkdtemp(prefix="seatbelt-bench-"))
         self.scripts: dict[tuple[str, str], Path] = {}
-        self.configs: tuple[str, ...] = CONFIGS + (proxies.EXTRA_CONFIGS if args.memory_ledger
-                                                   else ())
+        self.configs: tuple[str, ...] = (
+            CONFIGS + (proxies.EXTRA_CONFIGS if args.memory_ledger else ())
+            + ((f"seatbelt@{args.against}",) if args.against else ()))
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -397,6 +398,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--keep", action="store_true",
                    help="keep the work dir (logs, audit, ledger) instead of deleting it")
+    p.add_argument("--against", metavar="REV",
+                   help="also run seatbelt as of commit REV in the same rounds (A/B; e.g. "
+                        "HEAD~1); results add seatbelt / seatbelt@REV")
     p.add_argument("--memory-ledger", action="store_true",
                    help="also run seatbelt with the in-memory ledger (how much is SQLite)")
     p.add_argument("--install-wrk", action="store_true",

@@ -4,7 +4,9 @@
 - `passthrough`: mitmdump with a stream callable that returns each chunk unchanged
   (bench/passthrough_addon.py): the fair baseline for a streaming proxy;
 - `seatbelt`: mitmdump with seatbelt/addon.py: auth, reserve, scan, settle, SQLite ledger,
-  Prometheus metrics and the audit log all on.
+  Prometheus metrics and the audit log all on;
+- `seatbelt@REV` (`--against REV`): the same configuration running the addon of another
+  commit, extracted with `git archive`: the same-run A/B against a previous commit.
 
 All three run at once (an idle mitmdump costs next to nothing), so rounds can alternate
 between them. With 2+ CPUs the proxies share CPU 0 and the upstream and wrk CPU 1.
@@ -53,6 +55,23 @@ def cpu_plan(enabled: bool = True) -> tuple[set[int] | None, set[int] | None]:
     if not enabled or len(cpus) < 2:
         return None, None
     return {cpus[0]}, set(cpus[1:])
+
+
+def checkout(rev: str, workdir: Path) -> Path:
+    """The seatbelt entry file of commit `rev`, extracted under workdir (once)."""
+    dest = workdir / f"rev-{rev.replace('/', '_')}"
+    if not dest.exists():
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
+                                 capture_output=True, check=False)
+        if archive.returncode != 0:
+            raise RuntimeError(f"--against {rev}: git archive failed: "
+                               f"{archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    for entry in ("seatbelt/addon.py", "addon/seatbelt.py"):  # the layout before the rename
+        if (dest / entry).is_file():
+            return dest / entry
+    raise RuntimeError(f"--against {rev}: no seatbelt entry file in that commit")
 
 
 def mitmdump_binary() -> str:
@@ -193,14 +212,16 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
         cmd += ["-s", str(BENCH / "noop_addon.py")]
     elif config == "passthrough":
         cmd += ["-s", str(BENCH / "passthrough_addon.py")]
-    elif config in ("seatbelt", "seatbelt-memory"):
+    elif config in ("seatbelt", "seatbelt-memory") or config.startswith("seatbelt@"):
         credential = "sk-bench-" + secrets.token_hex(16)
         fp = hashlib.sha256(credential.encode()).hexdigest()
         (d / "policy.yaml").write_text(policy_yaml(fp))
         metrics = free_port()
         extra |= {"credential": credential, "metrics": str(metrics),
                   "audit": str(d / "audit.jsonl"), "ledger": str(d / "ledger.db")}
-        cmd += ["-s", str(REPO / "seatbelt" / "addon.py"),
+        entry = (checkout(config.split("@", 1)[1], workdir) if "@" in config
+                 else REPO / "seatbelt" / "addon.py")
+        cmd += ["-s", str(entry),
                 "--set", f"seatbelt_policy={d / 'policy.yaml'}",
                 "--set", "seatbelt_ledger=" + (f"sqlite:///{d / 'ledger.db'}"
                                                if config == "seatbelt" else "memory://"),

@@ -23,7 +23,19 @@ GOALS: dict[str, tuple[str, str, float]] = {
     "scanner_sse_mb_s": ("scanner, uncompressed SSE (OpenAI, 64 KiB reads)", ">=", 300.0),
     "growth_mb": ("proxy growth while 100 MB streams through", "<", 16.0),
     "sqlite_pairs_s": ("SQLite reserve+settle pairs/s", ">=", 5000.0),
+    # `--against REV`: no slower than that commit, within the rounds' noise (~3%).
+    "ab_json_ratio": ("throughput, JSON, seatbelt / seatbelt@REV (same-run A/B)", ">=", 0.97),
+    "ab_sse_ratio": ("throughput, SSE, seatbelt / seatbelt@REV (same-run A/B)", ">=", 0.97),
 }
+
+
+def against(r: dict[str, Any]) -> str | None:
+    """The `seatbelt@REV` configuration of an A/B run, if there was one."""
+    for row in r.get("throughput", {}).values():
+        for c in row:
+            if c.startswith("seatbelt@"):
+                return str(c)
+    return None
 
 
 def _num(x: Any, digits: int = 0) -> str:
@@ -51,6 +63,11 @@ def goal_values(r: dict[str, Any]) -> dict[str, float | None]:
     out["scanner_sse_mb_s"] = r.get("scanner", {}).get("openai-sse 64k", {}).get("mb_per_s")
     out["growth_mb"] = mem.get("seatbelt", {}).get("growth_mb")
     out["sqlite_pairs_s"] = r.get("ledger", {}).get("sqlite", {}).get("pairs_per_s")
+    rev = against(r)
+    for body in ("json", "sse"):
+        old = tp.get(body, {}).get(rev, {}).get("rps") if rev else None
+        ours = tp.get(body, {}).get("seatbelt", {}).get("rps")
+        out[f"ab_{body}_ratio"] = round(ours / old, 3) if old and ours else None
     return out
 
 
@@ -59,6 +76,29 @@ def goal_met(name: str, value: float | None) -> bool | None:
         return None
     _, op, target = GOALS[name]
     return {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+
+
+def _ab_table(r: dict[str, Any]) -> list[str]:
+    """`--against REV`: this commit's seatbelt beside REV's, same rounds, same load."""
+    rev = against(r)
+    if rev is None:
+        return []
+    tp, lat = r.get("throughput", {}), r.get("latency", {})
+    lines = ["", f"A/B against {rev.split('@', 1)[1]} (same run, alternating rounds; "
+             "requests/s and proxy CPU us per request, median of rounds; p50 ms at 1 "
+             "connection):", "",
+             f"| response | seatbelt rps | {rev} rps | ratio | seatbelt CPU us | {rev} CPU us "
+             f"| seatbelt p50 | {rev} p50 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+        row, lrow = tp.get(body, {}), lat.get(body, {})
+        new, old = row.get("seatbelt", {}), row.get(rev, {})
+        lines.append(
+            f"| {label} | {_num(new.get('rps'))} | {_num(old.get('rps'))} | "
+            f"{_ratio(new.get('rps'), old.get('rps'))} | {_num(new.get('cpu_us'))} | "
+            f"{_num(old.get('cpu_us'))} | {_ms(lrow.get('seatbelt', {}).get('p50_ms'))} | "
+            f"{_ms(lrow.get(rev, {}).get('p50_ms'))} |")
+    return lines
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -120,6 +160,7 @@ def markdown(r: dict[str, Any]) -> str:
             added = f"+{ours - base:,}" if base and ours else "-"
             lines.append(f"| {label} | " + " | ".join(_num(cpu[c]) for c in configs)
                          + f" | {added} | {_ratio(base, ours)} |")
+    lines += _ab_table(r)
     lat = r.get("latency", {})
     if lat:
         lines += ["", "Latency at 1 connection (ms, wrk, median of rounds):", "",
