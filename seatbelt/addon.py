@@ -117,6 +117,7 @@ class Seatbelt:
 
     def running(self) -> None:
         self.running_ = True
+        self.rt.tokenizers.log_state()
         unknown = unknown_options(ctx.options.deferred)
         if unknown and self.rt.config_error is None:  # not said twice
             self._fail(str(unknown_option_error(unknown)))

@@ -20,6 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from seatbelt.admission.counting import Tokenizers
 from seatbelt.admission.fanout import FanoutLimiter
 from seatbelt.cli.report import report_caps, report_rows
 from seatbelt.config.options import Settings
@@ -80,6 +81,7 @@ class Runtime:
         self.audit = AuditLog()
         self.meters: dict[str, Meter] = {}
         self.fanout = FanoutLimiter()  # max_concurrent / rpm
+        self.tokenizers = Tokenizers()  # exact prompt counts (seatbelt/admission/counting.py)
         self.policy_watch: Any = None  # livepolicy.PolicyWatch: polled each tick
         self.heartbeat_seconds = HEARTBEAT_SECONDS
         self.health = LedgerHealth(self.metrics.ledger_up.set)

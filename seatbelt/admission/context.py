@@ -87,6 +87,7 @@ class Admission:
     facts: RequestFacts | None = None
     model: str | None = None
     prompt_estimate: int = 0
+    prompt_bound: int = 0  # its part from the body (the rest: hidden context)
     amount: int = 0  # the token hold asked for
     write_limit: int | None = None
     # A clamp rewrites the body's limit field: False where there is none to rewrite (a

@@ -89,7 +89,7 @@ def for_caps(refusals: tuple[CapRefusal, ...], key_id: str, windows: dict[str, W
         r = quota[0]
         msg = (
             f"seatbelt: {_describe_subject(r.subject, key_id)} has spent {r.spent} of its "
-            f"{r.limit}-token balance; this request needs up to {r.requested} tokens. "
+            f"{r.limit}-token balance; this request may need up to {r.requested} tokens. "
             "The balance does not reset: ask the operator for a top-up."
         )
         return Refusal(429, "insufficient_quota", msg)
@@ -99,7 +99,7 @@ def for_caps(refusals: tuple[CapRefusal, ...], key_id: str, windows: dict[str, W
     window = _window_text(windows.get(r.subject, Window()))
     if r.exceeds_cap:
         msg = (
-            f"seatbelt: this request needs up to {r.requested} tokens, more than the whole "
+            f"seatbelt: this request may need up to {r.requested} tokens, more than the whole "
             f"{r.limit}-token cap ({window}) of {who}; lower max_tokens or the prompt."
         )
     elif r.spent + r.requested <= r.limit:
@@ -110,7 +110,7 @@ def for_caps(refusals: tuple[CapRefusal, ...], key_id: str, windows: dict[str, W
     else:
         msg = (
             f"seatbelt: {who} has used {r.spent} of its {r.limit}-token cap ({window}); this "
-            f"request needs up to {r.requested} tokens. Retry in {retry} s."
+            f"request may need up to {r.requested} tokens. Retry in {retry} s."
         )
     return Refusal(429, "rate_limit_exceeded", msg, retry_after=retry)
 

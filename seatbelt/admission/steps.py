@@ -13,7 +13,16 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 
-from seatbelt.admission import budgetheaders, destination, estimate, operating, refusals
+from seatbelt.admission import (
+    budgetheaders,
+    counting,
+    destination,
+    estimate,
+    exact,
+    operating,
+    providercount,
+    refusals,
+)
 from seatbelt.admission.auth import find_credential
 from seatbelt.admission.context import Admission
 from seatbelt.admission.refusals import Refusal
@@ -152,7 +161,7 @@ def check_model(a: Admission) -> Verdict:
 def estimate_hold(a: Admission) -> Verdict:
     """Prompt bound + output limit x n; a request that names no limit gets one written in."""
     assert a.facts is not None and a.body is not None
-    a.prompt_estimate = estimate.prompt_bound(a.route, a.body, a.data)
+    a.prompt_estimate = a.prompt_bound = estimate.prompt_bound(a.route, a.body, a.data)
     hidden = a.facts.hidden_context
     if hidden is not None:  # a prompt stored upstream: bounded by the context window
         window = a.policy.model_context_window(a.model) or a.family.context_window(a.model)
@@ -234,6 +243,8 @@ async def reserve_tokens(a: Admission) -> Verdict:
         return None
     a.taken.hold(ledger, reservation.hold_id)
     if not reservation.granted:
+        reservation = await _recount(a, reservation)
+    if not reservation.granted:
         reservation = await _clamp(a, reservation)
     if not reservation.granted:
         windows = {c.subject: c.window for c in a.caps}
@@ -249,6 +260,43 @@ async def reserve_tokens(a: Admission) -> Verdict:
         a.headers.update(await budgetheaders.read_headers(ledger, a.caps, reservation))
     a.rt.mark_budgets_dirty()
     return None
+
+
+async def _recount(a: Admission, reservation):  # type: ignore[no-untyped-def]
+    """The bound does not fit: count the prompt exactly where it can be (only here, so a
+    request that fits never pays for it), and ask again with the smaller hold."""
+    assert a.ledger is not None
+    counted = await _count_prompt(a)
+    if counted is None or counted >= a.prompt_bound:
+        return reservation
+    saved = a.prompt_bound - counted
+    a.prompt_bound = counted
+    a.prompt_estimate -= saved
+    a.amount -= saved
+    a.edits.append("prompt_counted")
+    again = await a.ledger.reserve(a.caps, a.amount)
+    a.taken.hold(a.ledger, again.hold_id)
+    return again
+
+
+async def _count_prompt(a: Admission) -> int | None:
+    """The prompt's exact bound by its public tokenizer, else the provider's count where
+    the policy opts in (seatbelt/admission/counting.py), else None: the bound stands."""
+    assert a.body is not None
+    info = a.policy.model_info(a.model)
+    encoding = exact.encoding_for(a.route, a.model, info.tokenizer if info else None)
+    if encoding is not None:
+        return await counting.count_locally(a.rt.tokenizers, encoding, a.route, a.body,
+                                            a.data)
+    if info is None or info.count_tokens != "provider":
+        return None
+    request = a.flow.request.copy()  # the credential the upstream takes, as it will be sent
+    if a.key is not None and a.creds is not None:
+        operating.swap_credential(a.key, a.family, request, a.creds)
+    ask = providercount.count_request(a.route, request.url, dict(request.headers.items()),
+                                      a.body, a.model)
+    n = await counting.count_at_provider(ask, a.route) if ask is not None else None
+    return min(n, a.prompt_bound) if n is not None else None
 
 
 async def _clamp(a: Admission, reservation):  # type: ignore[no-untyped-def]

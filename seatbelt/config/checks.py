@@ -7,9 +7,11 @@ matched, the same way everywhere.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 # A host name, `*.` wildcard allowed, or an IP address (IPv6 with or without brackets).
 HOST = re.compile(
@@ -42,3 +44,14 @@ def any_host_matches(patterns: Iterable[str], host: str) -> bool:
 def glob_matches(patterns: Iterable[str], value: str) -> bool:
     """Case-sensitive fnmatch globs (model names, normalised paths)."""
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def is_one_of(value: Any, names: Sequence[str]) -> bool:
+    """A field whose value is one word of a fixed set (exactly, case and all)."""
+    return isinstance(value, str) and value in names
+
+
+def closest(value: str, names: Sequence[str]) -> str | None:
+    """The name a typo most likely meant, for a `did you mean` hint."""
+    found = difflib.get_close_matches(value, names, n=1)
+    return found[0] if found else None

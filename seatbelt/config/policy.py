@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import yaml
 
+from seatbelt.admission.exact import ENCODINGS
 from seatbelt.apis import API_PATHS, NOT_AN_API
 from seatbelt.apis.fields import norm_path
 from seatbelt.config import access as access_mod
@@ -71,7 +72,11 @@ _KEY_FIELDS = ("id", "account", "credential_sha256", "credential", "cap", "windo
                "cap_usd", "window_usd",
                *access_mod.KEY_FIELDS)
 _ACCOUNT_FIELDS = ("cap", "window", "cap_usd", "window_usd", *access_mod.ACCOUNT_FIELDS)
-_MODEL_FIELDS = ("max_output", "context_window")
+_MODEL_FIELDS = ("max_output", "context_window", "tokenizer", "count_tokens")
+_MODEL_SIZES = ("max_output", "context_window")
+# `tokenizer:` names an encoding the exact counter ships (seatbelt/admission/exact.py);
+# `count_tokens: provider` asks the provider's count endpoint (seatbelt/admission/counting.py).
+_COUNT_TOKENS = ("provider",)
 _ROUTE_FIELDS = ("host", "path", "api", "stream_options")
 _ROUTE_SETTINGS = ("api", "stream_options")
 _WINDOW_NAMES = ("balance", "daily", "monthly")
@@ -100,6 +105,11 @@ class ModelInfo:
     # Reserved as the prompt of a request that refers to server-side state it does not
     # carry (Responses previous_response_id, Gemini cachedContent): apis/base.py.
     context_window: int | None = None
+    # The encoding that counts this model's prompt exactly where the byte bound would
+    # refuse (an open model behind a compatible server): seatbelt/admission/exact.py.
+    tokenizer: str | None = None
+    # "provider": ask the provider's count endpoint (Anthropic, Gemini) in that case.
+    count_tokens: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +270,9 @@ class Policy:
     def model_context_window(self, model: str | None) -> int | None:
         info = self.models.get(model) if model is not None else None
         return info.context_window if info else None
+
+    def model_info(self, model: str | None) -> ModelInfo | None:
+        return self.models.get(model) if model is not None else None
 
 
 def fingerprint(credential: str) -> str:
@@ -545,6 +558,10 @@ class _Loader:
                      for k in keys],
             "routes": [[r.host, r.path, r.api, r.stream_options] for r in routes],
         }
+        counting = {m: [i.tokenizer, i.count_tokens] for m, i in sorted(models.items())
+                    if i.tokenizer is not None or i.count_tokens is not None}
+        if counting:  # absent without them: older digests stay the same
+            canonical["model_counting"] = counting
         if unknown != "refuse":  # absent by default: older digests stay the same
             canonical["unknown_endpoints"] = unknown
         holders: list[Key | Account] = [*sorted(accounts.values(), key=lambda a: a.id), *keys]
@@ -578,15 +595,36 @@ class _Loader:
             where = f"models.{name}"
             fields = self.mapping(value, where, _MODEL_FIELDS)
             sizes: dict[str, int | None] = {}
-            for field_name in _MODEL_FIELDS:
+            for field_name in _MODEL_SIZES:
                 sizes[field_name] = None
                 if field_name in fields and self.scalar(
                         fields[field_name][1], f"{where}.{field_name}") is not None:
                     sizes[field_name] = self.integer(
                         fields[field_name][1], f"{where}.{field_name}", minimum=1,
                         what="a positive integer")
-            out[name] = ModelInfo(sizes["max_output"], sizes["context_window"])
+            out[name] = ModelInfo(sizes["max_output"], sizes["context_window"],
+                                  self.one_of(fields, where, "tokenizer", ENCODINGS),
+                                  self.one_of(fields, where, "count_tokens", _COUNT_TOKENS))
         return out
+
+    def one_of(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], where: str, name: str,
+               names: tuple[str, ...]) -> str | None:
+        """An optional field whose value is one of `names` (null: not set)."""
+        if name not in fields:
+            return None
+        node = fields[name][1]
+        at = f"{where}.{name}"
+        value = self.scalar(node, at)
+        if value is None:
+            return None
+        if not checks.is_one_of(value, names):
+            shown = f"`{value}`" if isinstance(value, str) and _PLAIN_WORD.match(
+                value.replace("-", "_")) else f"({_describe(node)})"
+            hint = checks.closest(str(value), names)
+            raise self.fail(node, at, f"unknown {name} {shown}",
+                            f"{f'did you mean `{hint}`? ' if hint else ''}write one of: "
+                            f"{', '.join(names)}")
+        return str(value)
 
     # -- USD budgets (seatbelt/usd/pricing.py) --
 

