@@ -59,3 +59,11 @@ def test_one_boolean_check_wording(field: str, value: str) -> None:
 def test_a_key_boolean_reads_the_same_way() -> None:
     with pytest.raises(PolicyError, match="must be true or false, got"):
         policy_from_text("p.yaml", BASE + "    enforce: 3\n")
+
+
+def test_one_of_a_fixed_set_and_the_closest_name():
+    names = ("cl100k_base", "o200k_base")
+    assert checks.is_one_of("o200k_base", names)
+    assert not checks.is_one_of("O200K_BASE", names) and not checks.is_one_of(3, names)
+    assert checks.closest("o200k", names) == "o200k_base"
+    assert checks.closest("zzz", names) is None

@@ -541,3 +541,36 @@ def test_unknown_endpoints_defaults_to_refuse_and_names_llm_hosts(tmp_path, writ
     assert allow.llm_hosts == frozenset({"llm.internal"})
     err = load_error(tmp_path, write_policy, "unknown_endpoints: maybe\n" + base)
     assert "unknown_endpoints" in str(err) and "refuse" in str(err)
+
+
+# -- exact counting per model (seatbelt/admission/exact.py, counting.py) ------------------
+
+
+def test_models_name_their_tokenizer_and_provider_counting(tmp_path, write_policy):
+    base = load_text(tmp_path, write_policy, MINIMAL)
+    text = MINIMAL + ("models:\n  qwen2.5-72b: {tokenizer: qwen3}\n"
+                      "  claude-sonnet-4-5: {count_tokens: provider, max_output: 64}\n"
+                      "  plain: {tokenizer: null}\n")
+    policy = load_text(tmp_path, write_policy, text)
+    assert policy.model_info("qwen2.5-72b").tokenizer == "qwen3"
+    info = policy.model_info("claude-sonnet-4-5")
+    assert (info.count_tokens, info.max_output, info.tokenizer) == ("provider", 64, None)
+    assert policy.model_info("plain").tokenizer is None and policy.model_info("x") is None
+    assert policy.digest != base.digest
+    without = load_text(tmp_path, write_policy, MINIMAL + "models:\n  plain: {}\n")
+    assert without.digest == load_text(tmp_path, write_policy,
+                                       MINIMAL + "models:\n  plain: {tokenizer: null}\n").digest
+
+
+@pytest.mark.parametrize(("entry", "field", "problem", "hint"), [
+    # a value with digits is not echoed: a credential could look like it
+    ("{tokenizer: o200k}", "models.m.tokenizer", "unknown tokenizer (a string)", "o200k_base"),
+    ("{tokenizer: 7}", "models.m.tokenizer", "unknown tokenizer (int 7)", "cl100k_base"),
+    ("{count_tokens: local}", "models.m.count_tokens", "unknown count_tokens `local`",
+     "provider"),
+])
+def test_an_unknown_tokenizer_or_counting_is_an_error(tmp_path, write_policy, entry, field,
+                                                      problem, hint):
+    err = load_error(tmp_path, write_policy, MINIMAL + f"models:\n  m: {entry}\n")
+    assert_error(err, 6, field, problem)
+    assert hint in err.fix
