@@ -66,6 +66,7 @@ Switches: words anywhere in the request body (message text, prompt, input, model
                     (o200k_base for gpt-4o, gpt-4.1, o-series, gpt-5, via quicktok-v1, the
                     one package shipping it), cl100k for every other model
   #count-fail       the count endpoints answer 500 (the request itself is served)
+  #count-hold:NAME  a count endpoint answers only after `StandIn.release(NAME)` (or 10 s)
   #wire:NAME        serve the bytes of `tests.wire.load(NAME)` verbatim (when it exists)
 
 Every request is recorded (`StandIn.requests`): method, path, headers, raw and parsed body,
@@ -1011,6 +1012,7 @@ class StandIn:
                                         name="standin")
         self._servers: list[asyncio.base_events.Server] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="standin-")
+        self._released: set[str] = set()  # #count-hold names let go by release()
 
     # ---- lifecycle
 
@@ -1071,6 +1073,10 @@ class StandIn:
             return items
         needle = marker.encode()
         return [r for r in items if needle in r.body]
+
+    def release(self, name: str) -> None:
+        """Let a count endpoint held by `#count-hold:NAME` answer."""
+        self._released.add(name)
 
     def clear(self) -> None:
         with self._lock:
@@ -1180,6 +1186,10 @@ class StandIn:
         """A count endpoint: what the same body would be billed (`#count-fail`: 500)."""
         if "count-fail" in rec.switches:
             return await error(500, "Counting failed (stand-in).")
+        hold = rec.switches.get("count-hold")
+        deadline = time.monotonic() + 10
+        while hold is not None and hold not in self._released and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         rec.status = 200
         if kind == "count_tokens":
             payload = {"input_tokens": prompt_tokens_for(body, rec.switches, "messages")}
