@@ -1,9 +1,12 @@
 """A hard budget is hard (issue 13): dense prompts, billed by a real tokenizer, fanned out.
 
-The stand-in bills every prompt with cl100k (`#bill:cl100k`, tests/standin/server.py), the
-hidden Anthropic tool prompt included; 32 requests at once on a small cap per family, with
-every dense script, raw UTF-8 and \\u-escaped, with tools: what the upstream billed never
-passes the cap, and nothing stays reserved.
+The stand-in bills every prompt with a real tokenizer (`#bill:model`, tests/standin/server.py:
+o200k_base for gpt-4o, cl100k for the rest), the hidden Anthropic tool prompt included; 32
+requests at once on a small cap per family, with every dense script, raw UTF-8 and
+\\u-escaped, with tools: what the upstream billed never passes the cap, and nothing stays
+reserved. `chat-exact` (gpt-4o) and `responses` (gpt-4o) have a public tokenizer: once the
+byte bound no longer fits, their prompts are counted exactly (seatbelt/admission/exact.py),
+and that count too is never under the bill.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from tests.standin import StandIn
 pytestmark = pytest.mark.e2e
 
 CAP = 6000
-FAMILIES = ["chat", "messages", "gemini", "ollama", "responses", "completions"]
+FAMILIES = ["chat", "chat-exact", "messages", "gemini", "ollama", "responses", "completions"]
 KEYS = {f: Key(f"bounds-{f}", cap=CAP) for f in FAMILIES}
-PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
+PATHS = {"chat": "/v1/chat/completions", "chat-exact": "/v1/chat/completions",
+         "messages": "/v1/messages",
          "gemini": "/v1beta/models/gemini-2.0-flash:generateContent", "ollama": "/api/chat",
          "responses": "/v1/responses", "completions": "/v1/completions"}
 
@@ -35,7 +39,7 @@ def proxy(proxy_factory: Any) -> Proxy:
 
 
 def body(family: str, text: str, i: int) -> dict[str, Any]:
-    text = f"{text} #bill:cl100k #len:40"
+    text = f"{text} #bill:model #len:40"
     if family == "gemini":
         return {"contents": [{"role": "user", "parts": [{"text": text}]}],
                 "tools": dense.TOOLS_GEMINI, "generationConfig": {"maxOutputTokens": 40}}
@@ -47,7 +51,8 @@ def body(family: str, text: str, i: int) -> dict[str, Any]:
     if family == "completions":  # four prompts: four choices, each billed
         return {"model": "gpt-3.5-turbo-instruct", "prompt": [text] * 4, "max_tokens": 40}
     tools = dense.TOOLS_ANTHROPIC if family == "messages" else dense.TOOLS_OPENAI
-    return {"model": "m", "max_tokens": 40, "tools": tools,
+    return {"model": "gpt-4o" if family == "chat-exact" else "m", "max_tokens": 40,
+            "tools": tools,
             "messages": [{"role": "user", "content": text}]}
 
 
@@ -78,6 +83,8 @@ def test_dense_fan_out_never_passes_the_cap(proxy: Proxy, standin: StandIn, fami
     assert not [a for a in lines if a.get("overrun")], "a hold was passed"
     spent = sum(r.spend for r in upstream)
     assert 0 < spent <= CAP
+    counted = [a for a in lines if "prompt_counted" in a["edits"]]
+    assert bool(counted) == (family in ("chat-exact", "responses")), (family, len(counted))
     row = proxy.row(key.id)
     assert (row["spent"], row["reserved"]) == (spent, 0), row
 
