@@ -8,7 +8,9 @@ too), loaded by wrk. Plus: time to first byte on a slow stream, proxy memory whi
 response streams through, the scanner in-process and the ledger's reserve+settle pairs.
 
 Parts: throughput, latency, ttfb, memory, tls (the explicit proxy with TLS on both sides,
-loaded by bench/tls.py), scanner, ledger. `--write` regenerates
+loaded by bench/tls.py), scanner, ledger, exact (the cost per KB of an exact prompt count,
+and the hooks' cost per request A/B against the commit before it: bench/exact_bench.py).
+`--write` regenerates
 bench/results.md and the docs/speed.md block between `<!-- bench:begin -->` and
 `<!-- bench:end -->`. Take final numbers on a quiet machine (the load average is printed).
 """
@@ -33,7 +35,7 @@ from bench import clients, proxies, report, tls, wrk
 from bench.proxies import CONFIGS, REPO
 from bench.upstream import JSON_BODY, SLOW_FIRST_S, SSE_BODY
 
-PARTS = ("throughput", "latency", "ttfb", "memory", "tls", "scanner", "ledger")
+PARTS = ("throughput", "latency", "ttfb", "memory", "tls", "scanner", "ledger", "exact")
 
 
 def log(msg: str) -> None:
@@ -313,6 +315,13 @@ class Bench:
             self.result["ledger"] = ledger_bench.run(ledger_bench.BACKENDS, self.args.pairs)
         log(f"ledger: {self.result['ledger']}")
 
+    def exact(self) -> None:
+        from bench import exact_bench
+
+        self.result["exact"] = exact_bench.run(self.args.exact_base, self.args.exact_rounds,
+                                               self.args.exact_requests)
+        log(f"exact: {self.result['exact']['hot_path']}")
+
     def pinned(self):
         """In-process benches run on the proxy's CPU (nothing else is running then)."""
         import contextlib
@@ -374,6 +383,8 @@ class Bench:
             self.scanner()
         if "ledger" in parts:
             self.ledger()
+        if "exact" in parts:
+            self.exact()
         env["load_after"] = load_average()
         return self.result
 
@@ -395,6 +406,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also stream it through plain mitmdump (buffers it all: slow, big)")
     p.add_argument("--pairs", type=int, help="ledger reserve+settle pairs (default 20000)")
     p.add_argument("--scanner-seconds", type=float, help="seconds per scanner case")
+    p.add_argument("--exact-base", help="commit the hot-path A/B compares with (default: "
+                   "the merge-base with main)")
+    p.add_argument("--exact-rounds", type=int, help="hot-path A/B rounds (default 3; quick 1)")
+    p.add_argument("--exact-requests", type=int, help="requests per A/B run (default 1000)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--keep", action="store_true",
                    help="keep the work dir (logs, audit, ledger) instead of deleting it")
@@ -410,7 +425,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = {"rounds": 1 if quick else 5, "seconds": 2 if quick else 4,
                 "latency_seconds": 1 if quick else 3, "ttfb_count": 5 if quick else 10,
                 "memory_mb": 20 if quick else 100, "pairs": 2000 if quick else 20000,
-                "scanner_seconds": 0.3 if quick else 1.5}
+                "scanner_seconds": 0.3 if quick else 1.5,
+                "exact_rounds": 1 if quick else 3, "exact_requests": 300 if quick else 1000}
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)

@@ -214,6 +214,7 @@ def markdown(r: dict[str, Any]) -> str:
         for name, s in led.items():
             lines.append(f"| {name} | {_num(s['pairs_per_s'])} | {s['p50_us']} | {s['p99_us']} "
                          f"| {_num(s.get(CONCURRENT))} |")
+    lines += _exact_lines(r.get("exact", {}))
     checks = r.get("checks", [])
     if checks:
         lines += ["", "Checks: " + "; ".join(checks) + "."]
@@ -245,6 +246,28 @@ def tls_table(tls: dict[str, Any]) -> list[str]:
             f"{_ratio(rps['seatbelt'], rps['passthrough'])} | {' / '.join(cpu)} | "
             + " / ".join(_ms(v) for v in p50.values())
             + f" | {_delta(p50['seatbelt'], p50['passthrough'])} |")
+    return lines
+
+
+def _exact_lines(ex: dict[str, Any]) -> list[str]:
+    """Exact counting: its cost per KB (paid only where the byte bound would refuse), and
+    the hooks' cost for requests that fit under the bound, A/B with the commit before."""
+    if not ex:
+        return []
+    lines = ["", "Exact prompt count (bench/exact_bench.py; gpt-4o chat, o200k_base by "
+             "quicktok-v1; us per KB of prompt, fastest run):", "",
+             "| prompt | byte bound | exact count | tiktoken encode | bound tokens "
+             "| exact tokens |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, c in ex.get("count", {}).items():
+        lines.append(f"| {name} | {c['bound_us_per_kb']} | {c['exact_us_per_kb']} | "
+                     f"{c['tiktoken_us_per_kb']} | {c['bound']} | {c['exact']} |")
+    hp = ex.get("hot_path")
+    if hp:
+        lines += ["", f"Hooks per request that fits under the bound (bench/hooks_bench.py, "
+                  f"{hp['requests']} requests, median of {hp['rounds']} alternating rounds), "
+                  f"this tree vs {hp['base']}: JSON {hp['this_json_us']} vs "
+                  f"{hp['base_json_us']} us, SSE {hp['this_sse_us']} vs {hp['base_sse_us']} us."]
     return lines
 
 

@@ -12,13 +12,19 @@ Two ways, tried only for a request the bound alone does not admit
   Gemini's models/M:countTokens (seatbelt/admission/providercount.py), with the request's
   own credential, bounded by COUNT_TIMEOUT; any failure means the bound stands.
 
-Both run in a worker thread (asyncio.to_thread): a 1 MB prompt takes ~10 ms to tokenize,
-and the provider's answer a network round trip, during which the proxy serves others.
+Both run in worker threads, never on the event loop: a 1 MB English prompt takes ~10-90 ms
+to tokenize (a run of CJK without spaces several times that: BPE's cost grows with the
+length of a word), the provider's answer a network round trip, and the proxy serves other
+requests meanwhile. Local counts get their own COUNT_THREADS threads, so a burst of big
+prompts queues there and leaves the default executor alone; a body over EXACT_MAX_BYTES is
+not counted (it keeps its bound: 4 MiB of English is ~900,000 tokens, past almost every
+context window).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import urllib.error
 import urllib.request
@@ -31,6 +37,9 @@ from seatbelt.apis.base import Route
 logger = logging.getLogger("seatbelt")
 
 COUNT_TIMEOUT = 5.0  # seconds for a provider's count endpoint to answer
+COUNT_THREADS = 2
+EXACT_MAX_BYTES = 4 * 1024 * 1024
+_POOL = concurrent.futures.ThreadPoolExecutor(COUNT_THREADS, thread_name_prefix="seatbelt-count")
 _MAX_ANSWER = 64 * 1024
 
 Counter = Callable[[str], int]
@@ -80,11 +89,15 @@ class Tokenizers:
 
 async def count_locally(tokenizers: Tokenizers, encoding: str, route: Route,
                         body: dict[str, Any], raw: bytes) -> int | None:
-    """The exact prompt bound (exact.exact_bound), computed in a worker thread."""
+    """The exact prompt bound (exact.exact_bound), computed in a counting thread; None for
+    a body too big to count or an encoding that cannot be loaded."""
+    if len(raw) > EXACT_MAX_BYTES:
+        return None
     counter = tokenizers.counter(encoding)
     if counter is None:
         return None
-    return await asyncio.to_thread(exact.exact_bound, route, body, counter, raw)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_POOL, exact.exact_bound, route, body, counter, raw)
 
 
 def _post(url: str, headers: dict[str, str], data: bytes, timeout: float) -> tuple[int, bytes]:

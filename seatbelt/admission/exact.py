@@ -24,12 +24,11 @@ seatbelt/admission/counting.py does, off the event loop.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
 
-from seatbelt.admission.estimate import _PART_KINDS, _data_url_kind, prompt_bound, text_bound
+from seatbelt.admission.estimate import _PART_KINDS, _data_url_kind, text_bound
 from seatbelt.apis.base import Route
 
 EXACT_MARGIN_PER_TEXT = 2
@@ -103,35 +102,29 @@ def _is_media(d: dict[str, Any]) -> bool:
     return isinstance(part, str) and part in _PART_KINDS
 
 
-def _json_bytes(text: str) -> int:
-    """Bytes a string takes inside the body's compact JSON, without its quotes (what
-    estimate.text_bound counted for it)."""
-    return len(json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8", "surrogatepass"))
-
-
-def _encodable(text: str) -> bool:
-    """False for a text with a lone surrogate ("\\ud800"): no UTF-8, so no tokens."""
+def _utf8_len(text: str) -> int | None:
+    """UTF-8 bytes of a text; None for one with a lone surrogate ("\\ud800"): no UTF-8,
+    so no tokens (it keeps its bytes in the count)."""
     try:
-        text.encode("utf-8")
+        return len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        return False
-    return True
+        return None
 
 
 def exact_bound(route: Route, body: dict[str, Any], count: Callable[[str], int],
                 raw: bytes | None = None) -> int:
     """The prompt part of a hold with the texts counted by `count` (one encoding's exact
-    token count); never above the byte bound. A text a tokenizer cannot take (a lone
-    surrogate) keeps its bytes."""
+    token count); never above the byte bound (estimate.prompt_bound, from the same sizes).
+    A text's own bytes are taken off the body's size, its JSON escapes stay in: slack."""
     size, allowance = text_bound(body, raw)
+    overhead = route.family.prompt_overhead(route, body)
     texts = prompt_texts(body)
     tokens = counted = 0
     for text in texts:
-        if not _encodable(text):
-            continue
-        tokens += count(text)
-        counted += _json_bytes(text)
+        n = _utf8_len(text)
+        if n is not None:
+            tokens += count(text)
+            counted += n
     tokens += EXACT_MARGIN_PER_TEXT * len(texts) + math.ceil(tokens * EXACT_MARGIN_PERCENT / 100)
-    rest = max(0, size - counted)
-    exact = tokens + rest + allowance + route.family.prompt_overhead(route, body)
-    return min(exact, prompt_bound(route, body, raw))
+    exact = tokens + max(0, size - counted) + allowance + overhead
+    return min(exact, max(1, size) + allowance + overhead)

@@ -29,7 +29,8 @@ FAMILIES = ("anthropic", "gemini")
 
 # What count_tokens accepts: any other field of a Messages body is refused 400 there.
 _ANTHROPIC_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
-_ANTHROPIC_HEADERS: tuple[str, ...] = ("x-api-key", "authorization", "anthropic-version", "anthropic-beta")
+_ANTHROPIC_HEADERS: tuple[str, ...] = ("x-api-key", "authorization", "anthropic-version",
+                                       "anthropic-beta")
 _GEMINI_FIELDS = ("contents", "systemInstruction", "system_instruction", "tools",
                   "toolConfig", "tool_config")
 _GEMINI_HEADERS = ("x-goog-api-key", "authorization", "x-goog-user-project")

@@ -88,3 +88,11 @@ def test_a_failed_provider_count_is_none(standin: StandIn, where: str) -> None:
     url = standin.url if where == "error" else f"http://127.0.0.1:{free_port()}"
     ask = _ask(url, "pc-fail #count-fail")
     assert asyncio.run(counting.count_at_provider(ask, MESSAGES, timeout=2)) is None
+
+
+def test_a_body_too_big_to_count_keeps_its_bound() -> None:
+    tokenizers = counting.Tokenizers()
+    raw = b" " * (counting.EXACT_MAX_BYTES + 1)
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
+    assert asyncio.run(counting.count_locally(tokenizers, "cl100k_base", CHAT, body, raw)) \
+        is None

@@ -17,6 +17,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anthropic
+import openai
 import pytest
 
 from tests.admission import dense
@@ -69,7 +71,7 @@ def test_an_english_prompt_the_bound_refuses_is_counted_and_admitted(
     assert (row["spent"], row["reserved"]) == (up.spend, 0) and row["spent"] <= CAP
 
     # A model with no public tokenizer: the byte bound stands, and the refusal says *may*.
-    with pytest.raises(Exception) as info:
+    with pytest.raises(openai.RateLimitError) as info:
         openai_client(proxy, PLAIN, max_retries=0).chat.completions.create(
             model="house-model", max_tokens=200,
             messages=[{"role": "user", "content": f"{t} {ENGLISH} #bill:cl100k"}])
@@ -103,13 +105,13 @@ def test_anthropic_counts_at_the_provider_with_the_requests_credential(
     assert "prompt_counted" in line["edits"] and served.spend == _spent(line) <= CAP
 
     # The count fails: the bound stands (never admitted past what it admits).
-    with pytest.raises(Exception) as info:
+    with pytest.raises(anthropic.RateLimitError) as info:
         client.messages.create(**_messages(f"{t}-fail", "#count-fail"))
     status, _, body = refusal(info.value)
     assert status == 429 and "may need up to" in body["error"]["message"], body
     assert [r.path for r in standin.received(f"{t}-fail")] == ["/v1/messages/count_tokens"]
     # No opt-in for the model: no count is asked.
-    with pytest.raises(Exception):
+    with pytest.raises(anthropic.RateLimitError):
         client.messages.create(**dict(_messages(f"{t}-plain"), model="claude-plain"))
     assert standin.received(f"{t}-plain") == []
 
