@@ -16,8 +16,8 @@ has more tokens than bytes, whatever its script, digits or escaping. What the to
 sees is a subset of the body's decoded JSON (role names, text, tool schemas); the keys,
 quotes and braces left in are slack that covers the few tokens a template adds per part
 (SentencePiece's leading "▁"). The price: English runs at ~4-5 bytes per token, so its
-bound is ~4x the real count. Counting exactly where the bound would refuse is not done yet
-(docs/metering.md).
+bound is ~4x the real count. Where the bound would refuse, seatbelt/admission/exact.py
+counts the prompt exactly when it can (docs/metering.md).
 
 Media are billed by the API per item, not per base64 byte, so each image / audio / file
 part counts a fixed allowance instead of its payload:

@@ -45,6 +45,13 @@ class CountRequest:
     tools: bool  # the request declares tools
 
 
+def header_values(fields: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
+    """Headers as they go on the wire: a swapped-in real credential reads as a placeholder
+    through Headers.items() (seatbelt/admission/operating.py: HiddenCredential), so the
+    raw bytes are read."""
+    return {bytes(k).decode("latin-1"): bytes(v).decode("latin-1") for k, v in fields}
+
+
 def count_request(route: Route, url: str, headers: dict[str, str], body: dict[str, Any],
                   model: str | None) -> CountRequest | None:
     """The count request for a request to `url` (its credential headers kept), or None

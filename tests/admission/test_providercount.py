@@ -61,3 +61,11 @@ def test_the_answer_and_its_margin() -> None:
     assert providercount.with_margin(MESSAGES, True, 1000) == 1100 + 32
     assert providercount.with_margin(GEMINI, False, 1000) == 1100 + 16
     assert providercount.with_margin(GEMINI, True, 1000) == 1100 + 16 + 256
+
+
+def test_a_swapped_in_credential_is_sent_as_itself() -> None:
+    from seatbelt.admission.operating import HiddenCredential
+
+    fields = ((b"x-api-key", HiddenCredential(b"sk-real")), (b"anthropic-version", b"1"))
+    assert providercount.header_values(fields) == {"x-api-key": "sk-real",
+                                                   "anthropic-version": "1"}
