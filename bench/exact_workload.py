@@ -1,11 +1,11 @@
 """How often an English workload near its cap is refused: the byte bound alone vs exact counts.
 
-    python -m bench.exact_workload [--requests 330] [--cap 8000]
+    python -m bench.exact_workload [--requests 330] [--cap 8000] [--low 0.2]
 
 One real mitmdump with seatbelt in front of the stand-in, which bills every prompt with
 tiktoken's cl100k_base (`#bill:cl100k`, tests/standin/server.py). Request i goes to its own
 key with `--cap` tokens left, and needs (by that bill, its 200 output tokens included)
-between 20% and 98% of it. Each request is sent twice: as `gpt-4` (a public tokenizer:
+between `--low` (default 20%) and 98% of it. Each request is sent twice: as `gpt-4` (a public tokenizer:
 counted exactly where the bound would refuse) and as `house-model` (no tokenizer: the
 byte bound stands). Prints how many each way were refused, and whether any settled past
 its cap.
@@ -42,13 +42,13 @@ def _prompt(rng: random.Random, target: int) -> dict[str, Any]:
     return body
 
 
-def run(requests: int, cap: int, seed: int = 13) -> dict[str, Any]:
+def run(requests: int, cap: int, low: float = 0.2, seed: int = 13) -> dict[str, Any]:
     rng = random.Random(seed)
     keys = {(m, i): Key(f"w-{m}-{i}", cap=cap) for m in ("exact", "bound")
             for i in range(requests)}
-    bodies = [_prompt(rng, int(cap * rng.uniform(0.2, 0.98))) for _ in range(requests)]
+    bodies = [_prompt(rng, int(cap * rng.uniform(low, 0.98))) for _ in range(requests)]
     http = http_module()
-    out: dict[str, Any] = {"requests": requests, "cap": cap}
+    out: dict[str, Any] = {"requests": requests, "cap": cap, "low": low}
     with StandIn() as standin, tempfile.TemporaryDirectory() as tmp:
         proxy = Proxy(Path(tmp), policy_text(list(keys.values())), upstream=standin.url).start()
         try:
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=330)
     p.add_argument("--cap", type=int, default=8000)
+    p.add_argument("--low", type=float, default=0.2, help="smallest need, as a share of --cap")
     a = p.parse_args(argv)
-    print(json.dumps(run(a.requests, a.cap), indent=2))
+    print(json.dumps(run(a.requests, a.cap, a.low), indent=2))
     return 0
 
 

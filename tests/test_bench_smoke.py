@@ -272,3 +272,16 @@ def test_against_extracts_that_commits_entry_file(tmp_path):
     assert entry == tmp_path / "rev-HEAD" / "seatbelt" / "addon.py" and entry.is_file()
     with pytest.raises(RuntimeError, match="git archive failed"):
         proxies.checkout("no-such-rev-xyz", tmp_path)
+
+def test_the_exact_part_reports_cost_per_kb_and_the_hot_path_a_b():
+    exact = {"count": {"english 1 KB": {"bound_us_per_kb": 2.0, "exact_us_per_kb": 9.5,
+                                        "tiktoken_us_per_kb": 60.0, "bound": 1125,
+                                        "exact": 298}},
+             "hot_path": {"base": "4ebbf857008f", "rounds": 3, "requests": 1000,
+                          "this_json_us": 101.0, "base_json_us": 100.0, "this_sse_us": 150.0,
+                          "base_sse_us": 151.0}}
+    text = report.markdown({**_result(seatbelt_json=500.0, seatbelt_p50=0.95), "exact": exact})
+    assert "| english 1 KB | 2.0 | 9.5 | 60.0 | 1125 | 298 |" in text
+    assert "this tree vs 4ebbf857008f: JSON 101.0 vs 100.0 us, SSE 150.0 vs 151.0 us" in text
+    assert "Exact prompt count" not in report.markdown(_result(seatbelt_json=500.0,
+                                                                seatbelt_p50=0.95))
