@@ -3,12 +3,12 @@
     python -m bench.exact_workload [--requests 330] [--cap 8000] [--low 0.2]
 
 One real mitmdump with seatbelt in front of the stand-in, which bills every prompt with
-tiktoken's cl100k_base (`#bill:cl100k`, tests/standin/server.py). Request i goes to its own
-key with `--cap` tokens left, and needs (by that bill, its 200 output tokens included)
-between `--low` (default 20%) and 98% of it. Each request is sent twice: as `gpt-4` (a public tokenizer:
-counted exactly where the bound would refuse) and as `house-model` (no tokenizer: the
-byte bound stands). Prints how many each way were refused, and whether any settled past
-its cap.
+tiktoken's cl100k_base (`#bill:cl100k`, tests/standin/server.py). Request i goes to its
+own key with `--cap` tokens left, and needs (by that bill, its 200 output tokens included)
+between `--low` (default 20%) and 98% of it. Each request is sent twice: as `gpt-4` (a
+public tokenizer: counted exactly where the bound would refuse) and as `house-model` (no
+tokenizer: the byte bound stands). Prints how many each way were refused, and whether any
+settled past its cap.
 """
 
 from __future__ import annotations
