@@ -38,7 +38,7 @@ from seatbelt.codec.requestbody import (
     parse_json_object,
 )
 from seatbelt.config.policy import fingerprint
-from seatbelt.ledger.base import Cap, LedgerUnavailable
+from seatbelt.ledger.base import Cap, LedgerUnavailable, Reservation
 from seatbelt.usd import money
 
 
@@ -262,7 +262,7 @@ async def reserve_tokens(a: Admission) -> Verdict:
     return None
 
 
-async def _recount(a: Admission, reservation):  # type: ignore[no-untyped-def]
+async def _recount(a: Admission, reservation: Reservation) -> Reservation:
     """The bound does not fit: count the prompt exactly where it can be (only here, so a
     request that fits never pays for it), and ask again with the smaller hold."""
     assert a.ledger is not None
