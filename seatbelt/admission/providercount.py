@@ -73,7 +73,8 @@ def count_request(route: Route, url: str, headers: dict[str, str], body: dict[st
         inner = {k: body[k] for k in _GEMINI_FIELDS if k in body}
         ask = {"generateContentRequest": {"model": f"models/{model}", **inner}}
         keep = _GEMINI_HEADERS
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k == "key"])
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query)
+                           if k in route.family.credential_query])
     else:
         return None
     sent = {k: v for k, v in headers.items() if k.lower() in keep}

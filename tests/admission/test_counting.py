@@ -5,6 +5,7 @@ failing closed (None: the bound stands)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 
@@ -58,7 +59,8 @@ def test_a_local_count_runs_in_a_worker_thread() -> None:
     body = {"model": "gpt-4", "messages": [{"role": "user", "content": dense.english_text(99)}]}
 
     async def main() -> int | None:
-        return await counting.count_locally(tokenizers, "cl100k_base", CHAT, body, b"")
+        raw = json.dumps(body).encode()  # the text the body was parsed from
+        return await counting.count_locally(tokenizers, "cl100k_base", CHAT, body, raw)
 
     held = asyncio.run(main())
     assert held is not None and held >= real(body["messages"][0]["content"])

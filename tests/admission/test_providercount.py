@@ -33,11 +33,13 @@ def test_anthropic_asks_count_tokens_with_its_own_credential() -> None:
 def test_gemini_asks_count_tokens_for_the_whole_request() -> None:
     body = {"contents": [{"parts": [{"text": "hi"}]}], "systemInstruction": {"parts": []},
             "generationConfig": {"maxOutputTokens": 5}}
-    url = "http://h:1/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key=K"
+    url = ("http://h:1/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key=K"
+           "&access_token=T")
     ask = providercount.count_request(GEMINI, url, {"x-goog-api-key": "K2"}, body,
                                       "gemini-2.0-flash")
     assert ask is not None and not ask.tools
-    assert ask.url == "http://h:1/v1beta/models/gemini-2.0-flash:countTokens?key=K"
+    assert ask.url == ("http://h:1/v1beta/models/gemini-2.0-flash:countTokens?key=K"
+                       "&access_token=T")
     assert ask.headers["x-goog-api-key"] == "K2"
     assert json.loads(ask.body) == {"generateContentRequest": {
         "model": "models/gemini-2.0-flash", "contents": body["contents"],
