@@ -86,3 +86,12 @@ def test_anthropic_shape_for_401():
     assert "abababababab" in body["error"]["message"]
     assert "ab" * 32 not in body["error"]["message"]
     assert resp.headers["x-should-retry"] == "false"
+
+
+def test_a_cap_refusal_says_the_request_may_need_its_hold():
+    """The hold is a bound (the byte bound, or an exact count plus a margin), not a bill."""
+    for refused in (cap("key:k", "quota", None, requested=77),
+                    cap("key:k", "rate", 5, requested=77),
+                    cap("key:k", "rate", 5, requested=77, spent=0, exceeds=True)):
+        message = for_caps((refused,), "k", {}).message
+        assert "may need up to 77 tokens" in message, message
