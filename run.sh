@@ -133,7 +133,7 @@ ensure_compat() {
     fi
     exec 9>"$root/.venv.lock"
     flock 9 2>/dev/null || true
-    make_env "$compat" "$python" "$(pyproject_hash) compat $want" -e "$root[redis]" "$want"
+    make_env "$compat" "$python" "$(pyproject_hash) compat $want" -e "$root[redis,exact]" "$want"
     exec 9>&-
     printf '%s\n' "$compat"
 }
