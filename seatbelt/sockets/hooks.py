@@ -20,6 +20,7 @@ from seatbelt.admission import estimate, refusals
 from seatbelt.admission.gate import Gate
 from seatbelt.admission.refusals import Refusal
 from seatbelt.apis.base import BadRequestBody, RequestFacts, UnmeteredRequest
+from seatbelt.codec.requestbody import MAX_DEPTH, over_depth_limit
 from seatbelt.sockets import admit, events
 from seatbelt.sockets.events import Act, Kind, Seen
 from seatbelt.sockets.session import Pending, Session
@@ -107,6 +108,11 @@ class Sockets:
             message.drop()
             self._close(s, "seatbelt: a message that is not one JSON object cannot be "
                         "metered; the socket was closed")
+            return
+        if over_depth_limit(message.content, event):
+            message.drop()
+            self._close(s, f"seatbelt: a message nested deeper than {MAX_DEPTH} levels "
+                        "cannot be metered; the socket was closed")
             return
         act = events.client_act(s.kind, event)
         if s.kind is Kind.LIVE and not s.setup_seen and act is not Act.CONFIG:

@@ -131,13 +131,21 @@ def summarize(body: bytes, content_type: str = "") -> Summary | None:
 # --------------------------------------------------------------------------- rendering
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> list[str]:
+def _flat(d: dict[str, Any]) -> list[str]:
+    """`a.b=1` lines of nested objects, in order; iterative (an upstream's usage object
+    may be nested as deep as it likes)."""
     out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _flat(v, f"{prefix}{k}.")
-        elif not isinstance(v, list):
-            out.append(f"{prefix}{k}={v}")
+    stack: list[tuple[str, Any]] = [("", iter(d.items()))]
+    while stack:
+        prefix, items = stack[-1]
+        for k, v in items:
+            if isinstance(v, dict):
+                stack.append((f"{prefix}{k}.", iter(v.items())))
+                break
+            if not isinstance(v, list):
+                out.append(f"{prefix}{k}={v}")
+        else:
+            stack.pop()
     return out
 
 

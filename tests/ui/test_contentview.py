@@ -490,3 +490,14 @@ def test_the_view_reads_a_frame_through_its_family_assemble(monkeypatch) -> None
     monkeypatch.setattr(apis, "FAMILIES", (Toy(), *apis.FAMILIES))
     s = cv.summarize(b'{"toy_text": "hello from a toy"}', "application/json")
     assert s is not None and (s.api, s.output_text()) == ("toy", "hello from a toy")
+
+
+def test_usage_lines_of_a_deeply_nested_object_are_iterative():
+    from seatbelt.ui.contentview import _flat
+
+    assert _flat({"a": 1, "b": {"c": 2, "d": {"e": 3}}, "f": [1], "g": 4}) == [
+        "a=1", "b.c=2", "b.d.e=3", "g=4"]
+    deep: dict = {"x": 1}
+    for _ in range(50_000):
+        deep = {"k": deep}
+    assert _flat(deep) == ["k." * 50_000 + "x=1"]
