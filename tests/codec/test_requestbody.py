@@ -1,6 +1,6 @@
-import pytest
-
 import sys
+
+import pytest
 
 from seatbelt.codec.requestbody import (
     MAX_DEPTH,
