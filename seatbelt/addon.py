@@ -45,7 +45,7 @@ try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
     from seatbelt.ledger import redact  # noqa: E402
     from seatbelt.metering.scanner import Scanner, read_whole  # noqa: E402
     from seatbelt.records.metrics import Metrics, get_metrics, get_server, parse_address  # noqa: E402
-    from seatbelt.records.redact import LiveFlows, redact_flow  # noqa: E402
+    from seatbelt.records.redact import LiveFlows, hide, redact_flow, unhide  # noqa: E402
     from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
     from seatbelt.settlement import finish as settlement  # noqa: E402
     from seatbelt.settlement import hints  # noqa: E402
@@ -124,11 +124,23 @@ class Seatbelt:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self.live.started(flow)
+        self._hide(flow)  # before mitmweb's view shows the new flow (it runs after seatbelt)
         # A streamed request body would reach the upstream before we could refuse it.
         if flow.request.stream and gate.llm_route(flow, self.rt.policy) is not None:
             flow.request.stream = False
 
     async def request(self, flow: http.HTTPFlow) -> None:
+        unhide(flow.request)  # routing and authentication read the credentials themselves
+        try:
+            await self._request(flow)
+        finally:
+            self._hide(flow)  # in flight, mitmweb and the console show placeholders
+
+    def _hide(self, flow: http.HTTPFlow) -> None:
+        if self.rt.settings is None or self.rt.settings.redact:
+            hide(flow.request)
+
+    async def _request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         if is_upgrade(flow.request) and (kind := self.sockets.socket_kind(flow)) is not None:

@@ -19,6 +19,7 @@ from seatbelt.config.access import (
 )
 from seatbelt.config.policy import Key, Policy
 from seatbelt.ledger.base import CapRefusal
+from seatbelt.records.redact import HiddenCredential, hide_query, keep_state_hidden
 
 # Limit fields a request may already name at the top level: a clamp lowers each of them.
 _TOP_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -73,35 +74,6 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class HiddenCredential(bytes):
-    """A header value that goes upstream as itself but reads as a placeholder.
-
-    mitmproxy sends a request from its header bytes (net/http/http1/assemble.py and the
-    h2 layer join `headers.fields` through the buffer protocol), while mitmweb's `/flows`
-    and its WebSocket (`headers.items()`: `decode`) and the console (`repr(b'"' + v)`)
-    only ever read them as text. A swapped-in real credential is such a value, so that it
-    is on the wire and never on screen while the request is in flight; the flow is
-    scrubbed for good when it ends (seatbelt/records/redact.py). No mitmproxy hook runs
-    after the request hooks and before the bytes are written (the view and mitmweb's
-    addons run in the same `request` event, after the scripts), so the value cannot
-    simply be swapped in later. Saved or dumped flows (`get_state`) still see the bytes:
-    redaction covers those."""
-
-    SHOWN = "[virtual key: real credential hidden by seatbelt]"
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return self.SHOWN
-
-    def __str__(self) -> str:
-        return self.SHOWN
-
-    def __repr__(self) -> str:
-        return repr(self.SHOWN.encode())
-
-    def __radd__(self, other: bytes) -> bytes:
-        return bytes(other) + self.SHOWN.encode()
-
-
 def _put_hidden(headers: http.Headers, name: str, value: str) -> None:
     """Set header `name` (once, where it was) to a HiddenCredential."""
     raw = name.encode()
@@ -122,7 +94,8 @@ def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                     creds: Credentials) -> bool:
     """Put the key's real credential where the client put its virtual one (or, with no
     client credential, in the family's first credential header). True if swapped.
-    In a header it is a HiddenCredential: mitmweb and the console do not show it."""
+    It is a HiddenCredential (seatbelt/records/redact.py), in a header or in the query:
+    mitmweb, the console and a dump of the flow do not show it."""
     secret = key.access.upstream_credential
     if secret is None:
         return False
@@ -131,11 +104,13 @@ def swap_credential(key: Key, family: ApiFamily, request: http.Request,
                               else [])
     for place in places:
         if place.endswith("="):
-            request.query[place[:-1]] = real  # (a query has no hidden form: see docs/operations.md)
+            request.query[place[:-1]] = real
+            hide_query(request)
         elif place == "authorization":
             _put_hidden(request.headers, place, f"Bearer {real}")
         else:
             _put_hidden(request.headers, place, real)
+    keep_state_hidden(request)
     return bool(places)
 
 

@@ -1,6 +1,10 @@
-"""Scrub credentials from a finished flow so saved flows and mitmweb do not keep them."""
+"""Scrub credentials from a finished flow so saved flows and mitmweb do not keep them, and
+keep them off what mitmweb and the console show while the flow is in flight."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
 
 from mitmproxy import http
 
@@ -39,6 +43,110 @@ def redact_flow(flow: http.HTTPFlow) -> None:
         for name in CREDENTIAL_QUERY:
             if name in query:
                 query[name] = REDACTED
+
+
+class HiddenCredential(bytes):
+    """A value that goes upstream as itself but reads as a placeholder.
+
+    mitmproxy sends a request from its bytes (net/http/http1/assemble.py and the h2 layer
+    join `headers.fields` and format `data.path` through the buffer protocol), while
+    mitmweb's `/flows` and its WebSocket (`headers.items()`, `request.path`: `decode`) and
+    the console (`repr(b'"' + v)`, `pretty_url`) only ever read them as text. A credential
+    in flight is such a value, so that it is on the wire and never on screen; the flow is
+    scrubbed for good when it ends (redact_flow). No mitmproxy hook runs after the request
+    hooks and before the bytes are written (the view and mitmweb's addons run in the same
+    `request` event, after seatbelt), so the value cannot simply be put in later. Saved,
+    exported and dumped flows (`get_state`: mitmweb's `/flows/dump`, `-w`, the console's
+    export) read the state, which ShownRequestData gives with the placeholder."""
+
+    SHOWN = "[virtual key: real credential hidden by seatbelt]"
+
+    def __new__(cls, value: bytes, shown: str | None = None) -> "HiddenCredential":
+        self = super().__new__(cls, value)
+        self.shown = cls.SHOWN if shown is None else shown
+        return self
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.shown
+
+    def __str__(self) -> str:
+        return self.shown
+
+    def __repr__(self) -> str:
+        return repr(self.shown.encode())
+
+    def __radd__(self, other: bytes) -> bytes:
+        return bytes(other) + self.shown.encode()
+
+
+HIDDEN = "[hidden by seatbelt while in flight]"
+HIDDEN_QUERY = "[hidden-by-seatbelt]"  # a query value: nothing to escape but the brackets
+
+
+@dataclass
+class ShownRequestData(http.RequestData):
+    """A request's data whose state (what is saved, dumped and exported) has the shown
+    form of every HiddenCredential in its headers and path, never the bytes."""
+
+    def get_state(self):  # type: ignore[no-untyped-def]
+        state = super().get_state()
+        state["headers"] = tuple((k, _shown(v)) for k, v in state["headers"])
+        state["path"] = _shown(state["path"])
+        return state
+
+
+def _shown(value: bytes) -> bytes:
+    return value.shown.encode() if isinstance(value, HiddenCredential) else value
+
+
+def hide(request: http.Request) -> None:
+    """Make every credential of the request (headers, `key=`) read as a placeholder in
+    mitmweb, the console and saved state, and still go upstream as itself."""
+    fields = request.headers.fields
+    if any(name.lower() in _RAW_HEADERS and not isinstance(value, HiddenCredential)
+           for name, value in fields):
+        request.headers.fields = tuple(
+            (name, HiddenCredential(value, HIDDEN) if name.lower() in _RAW_HEADERS
+             and not isinstance(value, HiddenCredential) else value)
+            for name, value in fields)
+        keep_state_hidden(request)
+    hide_query(request)
+
+
+def hide_query(request: http.Request) -> None:
+    """The request-target's credential query values as placeholders (see hide)."""
+    path = request.data.path
+    if b"?" in path and not isinstance(path, HiddenCredential):
+        shown = _shown_path(request.path)
+        if shown is not None:
+            request.data.path = HiddenCredential(path, shown)
+            keep_state_hidden(request)
+
+
+def keep_state_hidden(request: http.Request) -> None:
+    """Saved, dumped and exported state of this request shows what its HiddenCredentials
+    show (the data's class is swapped: mitmproxy builds RequestData itself)."""
+    if type(request.data) is http.RequestData:
+        request.data.__class__ = ShownRequestData
+
+
+def _shown_path(path: str) -> str | None:
+    """The path with every credential query value replaced, or None when it has none."""
+    base, _, query = path.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(k in CREDENTIAL_QUERY for k, _ in pairs):
+        return None
+    return base + "?" + urlencode([(k, HIDDEN_QUERY if k in CREDENTIAL_QUERY else v)
+                                   for k, v in pairs], safe="[]")
+
+
+def unhide(req: http.Request) -> None:
+    """The request's own values again, for the code that must read them (the request hook)."""
+    fields = req.headers.fields
+    if any(isinstance(v, HiddenCredential) for _, v in fields):
+        req.headers.fields = tuple((k, bytes(v)) for k, v in fields)
+    if isinstance(req.data.path, HiddenCredential):
+        req.data.path = bytes(req.data.path)
 
 
 class LiveFlows:

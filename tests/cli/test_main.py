@@ -66,3 +66,27 @@ def test_reading_a_file_in_web_turns_off_what_would_clash_with_a_running_proxy()
     assert sets["seatbelt_metrics"] == "" and sets["server"] == "false"
     assert sets["seatbelt_ledger"] == "memory://" and int(sets["web_port"]) > 0
     assert "seatbelt_audit" not in sets  # the user's own value stands
+
+
+def test_seatbelt_runs_where_scripts_run_before_the_view_and_save() -> None:
+    """A flow mitmweb's view shows or Save writes has been through seatbelt's hook first
+    (its credentials hidden in flight, scrubbed at the end)."""
+    import asyncio
+
+    from mitmproxy import options
+    from mitmproxy.addons.save import Save
+    from mitmproxy.addons.script import ScriptLoader
+    from mitmproxy.tools.web.master import WebMaster
+
+    from seatbelt import addon
+    from seatbelt.cli.main import with_seatbelt
+
+    async def chain() -> list[type]:
+        master = with_seatbelt(WebMaster)(options.Options(), with_termlog=False)
+        return [type(a) for a in master.addons.chain]
+
+    types = asyncio.run(chain())
+    ours = [types.index(type(a)) for a in addon.addons]
+    assert ours == sorted(ours) and ours[0] == types.index(ScriptLoader) + 1
+    view = next(i for i, t in enumerate(types) if t.__name__ == "View")
+    assert ours[-1] < min(view, types.index(Save))

@@ -223,3 +223,103 @@ def test_developer_sees_budget_view_and_status_in_mitmweb(web: WebProxy,
     kept = saved[streamed["id"]].response
     summary = summarize(kept.content, kept.headers.get("content-type", ""))
     assert summary is not None and summary.output_text() == said
+
+
+GEM_SSE = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+
+
+def _hanging_stream(web: WebProxy, path: str, body: dict[str, Any], headers: dict[str, str]
+                    ) -> Any:
+    """A stream the stand-in holds open after its first frame: the flow is in flight."""
+    from tests.e2e.conftest import http_module
+
+    httpx = http_module()
+    client = httpx.Client(timeout=30)
+    resp = client.send(client.build_request("POST", web.url + path, json=body,
+                                            headers=headers), stream=True)
+    assert resp.status_code == 200, resp.read()[:300]
+    lines = resp.iter_lines()  # kept: a dropped iterator would close the stream
+    next(lines)  # the first frame: the request is at the upstream
+    return client, resp, lines
+
+
+def _in_flight_views(web: WebProxy, *path_parts: str) -> tuple[str, bytes]:
+    """What mitmweb serves of the flows in flight (one per path part): /flows (its UI) and
+    /flows/dump (its download, mitmproxy's own flow format from `get_state`)."""
+    api = WebApi(web)
+
+    def in_flight() -> list[dict[str, Any]] | None:
+        flows = [f for f in api.json("/flows") if (f.get("response") or {}).get(
+            "timestamp_end") is None and any(p in f["request"]["path"] for p in path_parts)]
+        return flows if len(flows) == len(path_parts) else None
+
+    flows = wait_for("the flows in flight in mitmweb", in_flight)
+    status, dump = api.get("/flows/dump")
+    assert status == 200 and dump
+    return json.dumps(flows), dump
+
+
+def test_mitmweb_shows_no_credential_in_flight_not_in_the_query_nor_in_its_dump(
+        tmp_path: Path, standin: StandIn) -> None:
+    """A Gemini `?key=` and an OpenAI bearer key, both real keys of the client, while their
+    streams hang at the upstream (which did receive them): mitmweb's flow list and its
+    dump show placeholders (issue 14, item 5)."""
+    web = WebProxy(tmp_path / "web", policy_text([AGENT]), upstream=standin.url)
+    web.start()
+    t = tag()
+    gem = {"contents": [{"role": "user", "parts": [{"text": f"{t} gem #hang"}]}],
+           "generationConfig": {"maxOutputTokens": 20}}
+    opened = [_hanging_stream(web, f"{GEM_SSE}&key={AGENT.credential}", gem, {}),
+              _hanging_stream(web, "/v1/chat/completions",
+                              {**chat(f"{t} oai #hang", max_tokens=20), "stream": True},
+                              {"authorization": f"Bearer {AGENT.credential}"})]
+    try:
+        (gem_up,) = standin.received(f"{t} gem")
+        assert f"key={AGENT.credential}" in gem_up.path  # the real key went upstream
+        (oai_up,) = standin.received(f"{t} oai")
+        assert oai_up.header("authorization") == f"Bearer {AGENT.credential}"
+        shown, dump = _in_flight_views(web, "streamGenerateContent", "/chat/completions")
+        assert AGENT.credential not in shown and AGENT.credential.encode() not in dump
+        for text in (shown, dump.decode("utf-8", "replace")):
+            assert "hidden by seatbelt" in text and "key=[hidden-by-seatbelt]" in text
+        assert "alt=sse" in shown  # the rest of the query is as sent
+    finally:
+        for client, resp, _ in opened:
+            resp.close()
+            client.close()
+        web.stop()
+
+
+VIRTUAL_REAL = "AIza-real-provider-" + "5" * 20
+VIRTUAL_ENV = "SEATBELT_E2E_WEB_UPSTREAM_KEY"
+
+
+def test_mitmweb_shows_no_virtual_keys_real_query_key_in_flight_nor_in_its_dump(
+        tmp_path: Path, standin: StandIn) -> None:
+    """The virtual-key swap into `?key=`: the upstream gets the real key, mitmweb's /flows
+    and /flows/dump never show it (nor the virtual one)."""
+    virtual = Key("web-virtual")
+    policy = policy_text([virtual]).replace(
+        f"  - id: {virtual.id}\n", f"  - id: {virtual.id}\n    upstream_credential_env: "
+        f"{VIRTUAL_ENV}\n    upstream_hosts: [127.0.0.1]\n", 1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(VIRTUAL_ENV, VIRTUAL_REAL)
+        web = WebProxy(tmp_path / "web", policy, upstream=standin.url)
+        web.start()
+    try:
+        t = tag()
+        body = {"contents": [{"role": "user", "parts": [{"text": f"{t} #hang"}]}],
+                "generationConfig": {"maxOutputTokens": 20}}
+        client, resp, _lines = _hanging_stream(web, f"{GEM_SSE}&key={virtual.credential}", body, {})
+        try:
+            (up,) = standin.received(t)
+            assert f"key={VIRTUAL_REAL}" in up.path
+            shown, dump = _in_flight_views(web, "streamGenerateContent")
+            for secret in (VIRTUAL_REAL, virtual.credential):
+                assert secret not in shown and secret.encode() not in dump
+            assert "key=[hidden-by-seatbelt]" in shown
+        finally:
+            resp.close()
+            client.close()
+    finally:
+        web.stop()

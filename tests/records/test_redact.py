@@ -33,3 +33,72 @@ def test_proxy_auth_password_is_scrubbed_and_the_user_kept():
     f.metadata["proxyauth"] = ("alice", "hunter2")
     redact_flow(f)
     assert f.metadata["proxyauth"] == ("alice", REDACTED)
+
+
+def _in_flight(path: str, **headers: str):  # type: ignore[no-untyped-def]
+    f = tflow.tflow()
+    f.request.path = path
+    for k, v in headers.items():
+        f.request.headers[k.replace("_", "-")] = v
+    return f
+
+
+def test_in_flight_credentials_read_as_placeholders_and_go_upstream_as_themselves():
+    from mitmproxy import io as mitmio
+    from mitmproxy.net.http.http1.assemble import assemble_request
+    from mitmproxy.tools.web.app import flow_to_json
+
+    from seatbelt.records.redact import HIDDEN, HIDDEN_QUERY, hide
+
+    secret, query_secret = "sk-real-header-0123456789", "AIzaREALQUERY0123456789"
+    f = _in_flight(f"/v1beta/models/m:generateContent?alt=sse&key={query_secret}",
+                   authorization=f"Bearer {secret}", x_goog_api_key=secret)
+    hide(f.request)
+    wire = assemble_request(f.request)
+    assert f"Bearer {secret}".encode() in wire and query_secret.encode() in wire
+    assert b"alt=sse" in wire
+    shown = repr(flow_to_json(f)) + f.request.pretty_url + repr(f.request.headers)
+    shown += f.request.headers.get("authorization", "") + f.request.path
+    import io
+
+    dumped = io.BytesIO()
+    mitmio.FlowWriter(dumped).add(f)  # mitmweb's /flows/dump, -w, the console's export
+    for text in (shown, dumped.getvalue().decode("utf-8", "replace")):
+        assert secret not in text and query_secret not in text
+        assert HIDDEN in text and HIDDEN_QUERY in text
+    assert "alt=sse" in f.request.path
+
+
+def test_unhide_gives_the_request_its_own_values_back():
+    from seatbelt.records.redact import hide, unhide
+
+    f = _in_flight("/x?key=abc&y=1", x_api_key="k-1")
+    hide(f.request)
+    unhide(f.request)
+    assert f.request.headers["x-api-key"] == "k-1"
+    assert f.request.query["key"] == "abc"
+    assert f.request.path == "/x?key=abc&y=1"
+
+
+def test_hidden_in_flight_then_scrubbed_at_the_end():
+    from seatbelt.records.redact import hide
+
+    f = _in_flight("/x?key=abc", authorization="Bearer sk-1")
+    hide(f.request)
+    redact_flow(f)
+    state = repr(f.get_state())
+    assert "abc" not in state and "sk-1" not in state
+    assert f.request.query["key"] == REDACTED
+    assert f.request.headers["authorization"] == REDACTED
+
+
+def test_a_flow_without_credentials_is_left_as_it_is():
+    from mitmproxy import http
+
+    from seatbelt.records.redact import hide
+
+    f = _in_flight("/v1/models?limit=5", accept="*/*")
+    before = f.request.data
+    hide(f.request)
+    assert type(f.request.data) is http.RequestData and f.request.data is before
+    assert type(f.request.data.path) is bytes
