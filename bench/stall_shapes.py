@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from seatbelt.codec.requestbody import MAX_DEPTH
-
+MAX_DEPTH = 128  # seatbelt/codec/requestbody.py's (tests/test_bench_smoke.py checks): a
+# constant here so that the same shapes can be sent to a seatbelt from before the limit
 MODEL = "gpt-4o-mini"
 
 # family -> (method, path, extra headers)
@@ -153,6 +153,7 @@ SHAPES: dict[str, Callable[[str, int], str]] = {
     "escaped": escaped,
     "messages": messages,
     "tool_schema": tool_schema,
+    "too_deep": too_deep,
     "very_deep": very_deep,
 }
 

@@ -39,7 +39,7 @@ from seatbelt.config.options import (  # noqa: E402
 )
 
 try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
-    from seatbelt.admission import budgetheaders, budgetquery, gate  # noqa: E402
+    from seatbelt.admission import bodyworker, budgetheaders, budgetquery, gate  # noqa: E402
     from seatbelt.config import livepolicy  # noqa: E402
     from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
     from seatbelt.ledger import redact  # noqa: E402
@@ -118,6 +118,7 @@ class Seatbelt:
     def running(self) -> None:
         self.running_ = True
         self.rt.tokenizers.log_state()
+        bodyworker.WORKER.start()  # large bodies are read there (seatbelt/admission/bodyworker.py)
         unknown = unknown_options(ctx.options.deferred)
         if unknown and self.rt.config_error is None:  # not said twice
             self._fail(str(unknown_option_error(unknown)))
@@ -222,6 +223,7 @@ class Seatbelt:
         if self.rt.settings is None or self.rt.settings.redact:
             self.live.redact_all()  # before `-w` saves what is still in flight
         self.sockets.done()  # open sockets: settled before the ledger closes
+        bodyworker.WORKER.close()
         return self.rt.shutdown(
             # With its flow: a request already sent upstream is charged, never released.
             lambda meter: self._finish_at_exit(meter)

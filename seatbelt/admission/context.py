@@ -83,11 +83,13 @@ class Admission:
     ops: Effective | None = None
     # read_body / estimate
     body: dict[str, Any] | None = None
-    data: bytes = b""  # the decoded body bytes the estimate reads
+    # The body's bytes for exact counting; empty when the worker read it (its body is then
+    # shallow: seatbelt/admission/bodyworker.py) and the bound stands.
+    data: bytes = b""
     facts: RequestFacts | None = None
     model: str | None = None
     prompt_estimate: int = 0
-    prompt_bound: int = 0  # its part from the body (the rest: hidden context)
+    prompt_bound: int = 0  # its part from the body (the rest: hidden context); read_body
     amount: int = 0  # the token hold asked for
     write_limit: int | None = None
     # A clamp rewrites the body's limit field: False where there is none to rewrite (a

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from seatbelt.admission import (
+    bodyworker,
     budgetheaders,
     counting,
     destination,
@@ -28,15 +29,7 @@ from seatbelt.admission.context import Admission
 from seatbelt.admission.refusals import Refusal
 from seatbelt.apis import METHOD_OVERRIDE
 from seatbelt.apis.base import BadRequestBody, UnmeteredRequest
-from seatbelt.codec.decoding import BodyTooLarge as DecodedTooLarge
-from seatbelt.codec.decoding import decode_request_body
-from seatbelt.codec.requestbody import (
-    MAX_REQUEST_BODY,
-    BodyTooLarge,
-    UnreadableBody,
-    dump_json,
-    parse_json_object,
-)
+from seatbelt.codec.requestbody import BodyTooLarge, UnreadableBody, parse_json_object
 from seatbelt.config.policy import fingerprint
 from seatbelt.ledger.base import Cap, LedgerUnavailable, Reservation
 from seatbelt.usd import money
@@ -130,23 +123,36 @@ def pass_unmetered_routes(a: Admission) -> Verdict:
     return None
 
 
-def read_body(a: Admission) -> Verdict:
-    """One JSON object, bounded, decoded; the family reads model, limit, n, stream."""
+async def read_body(a: Admission) -> Verdict:
+    """One JSON object, bounded, decoded; the family reads model, limit, n, stream. A large
+    or compressed body is read in the worker process (seatbelt/admission/bodyworker.py),
+    so that no body stalls the event loop."""
     req = a.flow.request
     encoding = req.headers.get("content-encoding", "").strip().lower()
-    try:
-        raw = req.raw_content or b""
-        data = decode_request_body(raw, encoding, MAX_REQUEST_BODY) if encoding else raw
-        a.body = parse_json_object(data)
-        a.facts = a.family.parse_request(a.route, a.body)
-    except UnmeteredRequest:  # e.g. a background response: its cost happens out of sight
-        return _unmetered(a)
-    except (BodyTooLarge, DecodedTooLarge) as e:
-        return refusals.too_large(str(e))
-    except (UnreadableBody, BadRequestBody, ValueError) as e:
-        return refusals.unreadable(str(e))
+    raw = req.raw_content or b""
+    if bodyworker.offloaded(raw, encoding):
+        read = await bodyworker.WORKER.read(a.route, raw, encoding)
+        if read.kind == "unmetered":
+            return _unmetered(a)
+        if read.kind == "too_large":
+            return refusals.too_large(read.message)
+        if read.kind != "ok":
+            return refusals.unreadable(read.message)
+        a.body, a.facts, a.prompt_bound = read.body, read.facts, read.prompt_bound
+    else:
+        try:
+            a.body = parse_json_object(raw)
+            a.facts = a.family.parse_request(a.route, a.body)
+        except UnmeteredRequest:  # e.g. a background response: its cost happens out of sight
+            return _unmetered(a)
+        except BodyTooLarge as e:
+            return refusals.too_large(str(e))
+        except (UnreadableBody, BadRequestBody, ValueError) as e:
+            return refusals.unreadable(str(e))
+        a.prompt_bound = estimate.prompt_bound(a.route, a.body, raw)
+        a.data = raw
+    assert a.facts is not None
     a.model = a.facts.model or a.route.model_from_path
-    a.data = data
     return None
 
 
@@ -161,7 +167,7 @@ def check_model(a: Admission) -> Verdict:
 def estimate_hold(a: Admission) -> Verdict:
     """Prompt bound + output limit x n; a request that names no limit gets one written in."""
     assert a.facts is not None and a.body is not None
-    a.prompt_estimate = a.prompt_bound = estimate.prompt_bound(a.route, a.body, a.data)
+    a.prompt_estimate = a.prompt_bound
     hidden = a.facts.hidden_context
     if hidden is not None:  # a prompt stored upstream: bounded by the context window
         window = a.policy.model_context_window(a.model) or a.family.context_window(a.model)
@@ -281,8 +287,12 @@ async def _recount(a: Admission, reservation: Reservation) -> Reservation:
 
 async def _count_prompt(a: Admission) -> int | None:
     """The prompt's exact bound by its public tokenizer, else the provider's count where
-    the policy opts in (seatbelt/admission/counting.py), else None: the bound stands."""
+    the policy opts in (seatbelt/admission/counting.py), else None: the bound stands.
+    A body the worker read is shallow (its large values are JSON text), so it is not
+    counted: those are over 64 KiB, most past what counting takes anyway."""
     assert a.body is not None
+    if not a.data:
+        return None
     info = a.policy.model_info(a.model)
     encoding = exact.encoding_for(a.route, a.model, info.tokenizer if info else None)
     if encoding is not None:
@@ -341,15 +351,12 @@ async def reserve_usd(a: Admission) -> Verdict:
 def encode_body(a: Admission) -> Verdict:
     """The edited body, re-encoded with the request's own Content-Encoding. A string the
     client sent as a lone-surrogate escape ("\\ud800") cannot be UTF-8: it is written
-    escaped again, as the client wrote it, so the upstream reads what was checked."""
+    escaped again, as the client wrote it, so the upstream reads what was checked. A
+    shallow body from the worker has its large values spliced in as their JSON text."""
     if not a.body_changed:
         return None
     assert a.body is not None
-    try:
-        data = dump_json(a.body)
-    except UnicodeEncodeError:
-        data = dump_json(a.body, ascii_only=True)
-    a.flow.request.set_content(data)  # fixes Content-Length, keeps Content-Encoding
+    a.flow.request.set_content(bodyworker.dump(a.body))  # fixes Content-Length, keeps C-E
     return None
 
 

@@ -96,16 +96,13 @@ def too_deep(obj: Any, limit: int) -> bool:
     level = [obj]
     depth = 1
     while True:
-        below: list[Any] = []
-        for v in level:
-            below += [x for x in (v.values() if type(v) is dict else v)
-                      if type(x) in _CONTAINERS]
-        if not below:
+        level = [x for v in level for x in (v.values() if type(v) is dict else v)
+                 if type(x) in _CONTAINERS]
+        if not level:
             return False
         depth += 1
         if depth > limit:
             return True
-        level = below
 
 
 def dump_json(obj: dict[str, Any], *, ascii_only: bool = False) -> bytes:
