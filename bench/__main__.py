@@ -35,7 +35,8 @@ from bench import clients, proxies, report, tls, wrk
 from bench.proxies import CONFIGS, REPO
 from bench.upstream import JSON_BODY, SLOW_FIRST_S, SSE_BODY
 
-PARTS = ("throughput", "latency", "ttfb", "memory", "tls", "scanner", "ledger", "exact")
+PARTS = ("throughput", "latency", "ttfb", "memory", "tls", "scanner", "ledger", "exact",
+         "stall")
 
 
 def log(msg: str) -> None:
@@ -321,6 +322,13 @@ class Bench:
         self.result["exact"] = exact_bench.run(self.args.exact_base, self.args.exact_rounds,
                                                self.args.exact_requests)
         log(f"exact: {self.result['exact']['hot_path']}")
+    def stall(self) -> None:
+        from bench import stall_bench
+
+        with self.pinned():
+            self.result["stall"] = stall_bench.run(self.args.stall_mb, log=log)
+        found = stall_bench.worst(self.result["stall"])
+        log(f"stall: worst {found}")
 
     def pinned(self):
         """In-process benches run on the proxy's CPU (nothing else is running then)."""
@@ -385,6 +393,8 @@ class Bench:
             self.ledger()
         if "exact" in parts:
             self.exact()
+        if "stall" in parts:
+            self.stall()
         env["load_after"] = load_average()
         return self.result
 
@@ -410,6 +420,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "the merge-base with main)")
     p.add_argument("--exact-rounds", type=int, help="hot-path A/B rounds (default 3; quick 1)")
     p.add_argument("--exact-requests", type=int, help="requests per A/B run (default 1000)")
+    p.add_argument("--stall-mb", type=float,
+                   help="size of each worst-shape body of the stall part (default 10)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--keep", action="store_true",
                    help="keep the work dir (logs, audit, ledger) instead of deleting it")
@@ -426,7 +438,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "latency_seconds": 1 if quick else 3, "ttfb_count": 5 if quick else 10,
                 "memory_mb": 20 if quick else 100, "pairs": 2000 if quick else 20000,
                 "scanner_seconds": 0.3 if quick else 1.5,
-                "exact_rounds": 1 if quick else 3, "exact_requests": 300 if quick else 1000}
+                "exact_rounds": 1 if quick else 3, "exact_requests": 300 if quick else 1000,
+                "stall_mb": 1 if quick else 10}
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)

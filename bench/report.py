@@ -26,6 +26,7 @@ GOALS: dict[str, tuple[str, str, float]] = {
     # `--against REV`: no slower than that commit, within the rounds' noise (~3%).
     "ab_json_ratio": ("throughput, JSON, seatbelt / seatbelt@REV (same-run A/B)", ">=", 0.97),
     "ab_sse_ratio": ("throughput, SSE, seatbelt / seatbelt@REV (same-run A/B)", ">=", 0.97),
+    "stall_ms": ("worst event-loop stall admitting a 10 MB worst-shape body (ms)", "<", 100.0),
 }
 
 
@@ -68,6 +69,9 @@ def goal_values(r: dict[str, Any]) -> dict[str, float | None]:
         old = tp.get(body, {}).get(rev, {}).get("rps") if rev else None
         ours = tp.get(body, {}).get("seatbelt", {}).get("rps")
         out[f"ab_{body}_ratio"] = round(ours / old, 3) if old and ours else None
+    stall = r.get("stall", {})
+    cases = [c["stall_ms"] for row in stall.get("cases", {}).values() for c in row.values()]
+    out["stall_ms"] = max(cases) if cases and stall.get("mb") == 10 else None
     return out
 
 
@@ -215,6 +219,7 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {name} | {_num(s['pairs_per_s'])} | {s['p50_us']} | {s['p99_us']} "
                          f"| {_num(s.get(CONCURRENT))} |")
     lines += _exact_lines(r.get("exact", {}))
+    lines += _stall_table(r.get("stall", {}))
     checks = r.get("checks", [])
     if checks:
         lines += ["", "Checks: " + "; ".join(checks) + "."]
@@ -268,6 +273,23 @@ def _exact_lines(ex: dict[str, Any]) -> list[str]:
                   f"{hp['requests']} requests, median of {hp['rounds']} alternating rounds), "
                   f"this tree vs {hp['base']}: JSON {hp['this_json_us']} vs "
                   f"{hp['base_json_us']} us, SSE {hp['this_sse_us']} vs {hp['base_sse_us']} us."]
+    return lines
+
+
+def _stall_table(stall: dict[str, Any]) -> list[str]:
+    """Worst event-loop stall (and admission time, and the answer) per shape and family."""
+    cases = stall.get("cases", {})
+    if not cases:
+        return []
+    families = list(next(iter(cases.values())))
+    lines = ["", f"Event-loop stall while seatbelt admits one {stall.get('mb')} MB body of each "
+             "worst shape (bench/stall_shapes.py), in-process, a 1 ms probe task on the same "
+             "loop; ms of the worst stall / ms until admitted (answer):", "",
+             "| shape | " + " | ".join(families) + " |", "| --- |" + " --- |" * len(families)]
+    for shape, row in cases.items():
+        cells = [f"{row[f]['stall_ms']:,.1f} / {row[f]['admit_ms']:,.0f} ({row[f]['status']})"
+                 if f in row else "-" for f in families]
+        lines.append(f"| {shape} | " + " | ".join(cells) + " |")
     return lines
 
 

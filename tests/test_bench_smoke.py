@@ -90,6 +90,9 @@ def _result(seatbelt_json: float, seatbelt_p50: float) -> dict:
         "scanner": {"openai-sse 64k": {"mb_per_s": 350.0, "us_per_call": 180.0,
                                        "calls_per_stream": 7}},
         "ledger": {"sqlite": {"pairs_per_s": 6000, "p50_us": 80.0, "p99_us": 300.0}},
+        "stall": {"mb": 10, "cases": {
+            "deep": {"openai": {"stall_ms": 12.5, "admit_ms": 900.0, "status": 200}},
+            "too_deep": {"openai": {"stall_ms": 0.4, "admit_ms": 1.0, "status": 400}}}},
         "checks": ["bytes unchanged"],
     }
 
@@ -116,7 +119,27 @@ def test_markdown_table_names_the_machine_and_every_goal():
     assert "| small JSON | 870 | 1,000 | 2,000 | +1,000 | 0.50 |" in text  # CPU per request
     assert "| seatbelt | 90.0 | 93.5 | 3.5 | 120.0 |" in text
     assert "| sqlite | 6,000 | 80.0 | 300.0 |" in text
+    assert "| deep | 12.5 / 900 (200) |" in text and "| too_deep | 0.4 / 1 (400) |" in text
+    assert "| worst event-loop stall admitting a 10 MB worst-shape body (ms) | < 100 | 12 " \
+           "| yes |" in text
     assert "Checks: bytes unchanged." in text
+
+
+def test_the_stall_shapes_are_json_of_the_depth_they_claim():
+    from bench import stall_shapes
+    from seatbelt.codec.requestbody import MAX_DEPTH, too_deep
+
+    assert stall_shapes.MAX_DEPTH == MAX_DEPTH
+    for family in stall_shapes.FAMILIES:
+        for shape in stall_shapes.SHAPES:
+            if shape == "very_deep":
+                continue  # deeper than json.loads goes: its text is checked by hand below
+            body = json.loads(stall_shapes.body(shape, family, 20_000))
+            assert isinstance(body, dict)
+            assert too_deep(body, MAX_DEPTH) is (shape == "too_deep"), (shape, family)
+            assert not too_deep(body, MAX_DEPTH - 1) or shape in ("deep", "too_deep")
+        text = stall_shapes.body("very_deep", family, 20_000)
+        assert text.count(b"[") == text.count(b"]") >= 9_000
 
 
 def test_readme_block_is_replaced_between_the_markers_only():
