@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 # A script is loaded by path; make the `seatbelt` package importable from the repo root.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -277,8 +278,28 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+class HideFirst:
+    """First in the chain under `seatbelt run|web` (seatbelt/cli/main.py), where seatbelt
+    itself runs last: hides a new flow's credentials before mitmweb's view shows it
+    (`requestheaders`), and gives them back for the `request` event, whose addons (and
+    seatbelt, last) read and may rewrite them; seatbelt hides them again at its end."""
+
+    def __init__(self, rt: Callable[[], Runtime]) -> None:
+        self._rt = rt
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        settings = self._rt().settings
+        if settings is None or settings.redact:
+            hide(flow.request)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        unhide(flow.request)
+
+
 if IMPORT_ERROR is None:
     # The commands look RUNTIME up at each call (tests swap it).
     addons = [Seatbelt(), LLMView(), SeatbeltCommands(lambda: RUNTIME)]
+    first = [HideFirst(lambda: RUNTIME)]
 else:
     addons = [Closed(import_failure(IMPORT_ERROR))]
+    first = []

@@ -59,25 +59,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def with_seatbelt(master_cls: type) -> type:
-    """`master_cls` with seatbelt's addons added at construction, before options are read,
-    where `-s` scripts run (right after mitmproxy's ScriptLoader): before the view, Save and
-    mitmweb's addons, so that a flow they show or save has had its credentials hidden or
-    scrubbed by seatbelt first (seatbelt/records/redact.py)."""
+    """`master_cls` with seatbelt's addons added at construction, before options are read:
+    last, so that seatbelt checks the request every other addon has rewritten; and its
+    HideFirst (seatbelt/addon.py) first, so that mitmweb's view never shows a new flow's
+    credentials."""
 
     class SeatbeltMaster(master_cls):  # type: ignore[misc, valid-type]
         def __init__(self, options: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(options, *args, **kwargs)
-            from mitmproxy.addons.script import ScriptLoader
-
             from seatbelt import addon
 
-            self.addons.add(*addon.addons)
+            self.addons.add(*addon.first, *addon.addons)
             chain = self.addons.chain
-            ours = chain[-len(addon.addons):]
-            del chain[-len(addon.addons):]
-            at = next((i + 1 for i, a in enumerate(chain) if isinstance(a, ScriptLoader)),
-                      0)
-            chain[at:at] = ours
+            early = chain[-len(addon.addons) - len(addon.first):-len(addon.addons)]
+            del chain[-len(addon.addons) - len(addon.first):-len(addon.addons)]
+            chain[0:0] = early
 
     SeatbeltMaster.__name__ = f"Seatbelt{master_cls.__name__}"
     return SeatbeltMaster

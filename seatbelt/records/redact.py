@@ -60,6 +60,7 @@ class HiddenCredential(bytes):
     export) read the state, which ShownRequestData gives with the placeholder."""
 
     SHOWN = "[virtual key: real credential hidden by seatbelt]"
+    shown: str
 
     def __new__(cls, value: bytes, shown: str | None = None) -> "HiddenCredential":
         self = super().__new__(cls, value)
