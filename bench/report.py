@@ -284,7 +284,8 @@ def _stall_table(stall: dict[str, Any]) -> list[str]:
     families = list(next(iter(cases.values())))
     lines = ["", f"Event-loop stall while seatbelt admits one {stall.get('mb')} MB body of each "
              "worst shape (bench/stall_shapes.py), in-process, a 1 ms probe task on the same "
-             "loop; ms of the worst stall / ms until admitted (answer):", "",
+             "loop; ms of the worst stall / ms until admitted (answer). The same probe on the "
+             f"idle loop: {stall.get('idle_stall_ms', '-')} ms (what the machine adds):", "",
              "| shape | " + " | ".join(families) + " |", "| --- |" + " --- |" * len(families)]
     for shape, row in cases.items():
         cells = [f"{row[f]['stall_ms']:,.1f} / {row[f]['admit_ms']:,.0f} ({row[f]['status']})"

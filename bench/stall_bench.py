@@ -69,6 +69,17 @@ class LagProbe:
         self._stop = True
 
 
+async def idle_stall(seconds: float = 1.0) -> float:
+    """The probe's worst lateness on an idle loop (ms): what the machine itself adds (other
+    processes, the scheduler) to every figure."""
+    probe = LagProbe()
+    task = asyncio.create_task(probe.run())
+    await asyncio.sleep(seconds)
+    probe.stop()
+    await task
+    return round(probe.worst * 1e3, 1)
+
+
 async def admit_one(sb: Any, family: str, body: bytes) -> dict[str, Any]:
     """One body admitted while the probe runs: worst stall, wall time, the answer."""
     flow = make_flow(family, body)
@@ -95,7 +106,8 @@ async def admit_one(sb: Any, family: str, body: bytes) -> dict[str, Any]:
 def run(mb: float = 10, shapes: tuple[str, ...] = tuple(stall_shapes.SHAPES),
         families: tuple[str, ...] = stall_shapes.FAMILIES,
         log: Any = None) -> dict[str, Any]:
-    """{"mb": N, "cases": {shape: {family: {"stall_ms", "admit_ms", "status"}}}}."""
+    """{"mb": N, "idle_stall_ms": ms, "cases": {shape: {family: {"stall_ms", "admit_ms",
+    "status"}}}}."""
     import seatbelt.addon as entry
     from seatbelt.runtime import Runtime
 
@@ -116,6 +128,7 @@ def run(mb: float = 10, shapes: tuple[str, ...] = tuple(stall_shapes.SHAPES),
                 sb.running()  # starts the body worker, as mitmproxy's `running` event does
                 for warm in (10_000, 200_000):  # the in-loop path, then the worker's
                     await admit_one(sb, "openai", stall_shapes.body("messages", "openai", warm))
+                out["idle_stall_ms"] = await idle_stall()
                 for shape in shapes:
                     for family in families:
                         res = await admit_one(sb, family,

@@ -90,7 +90,7 @@ def _result(seatbelt_json: float, seatbelt_p50: float) -> dict:
         "scanner": {"openai-sse 64k": {"mb_per_s": 350.0, "us_per_call": 180.0,
                                        "calls_per_stream": 7}},
         "ledger": {"sqlite": {"pairs_per_s": 6000, "p50_us": 80.0, "p99_us": 300.0}},
-        "stall": {"mb": 10, "cases": {
+        "stall": {"mb": 10, "idle_stall_ms": 1.5, "cases": {
             "deep": {"openai": {"stall_ms": 12.5, "admit_ms": 900.0, "status": 200}},
             "too_deep": {"openai": {"stall_ms": 0.4, "admit_ms": 1.0, "status": 400}}}},
         "checks": ["bytes unchanged"],
