@@ -300,4 +300,3 @@ def test_hashes_only_refuses_a_plain_credential_at_start_up(tmp_path: Path,
     assert "policy.yaml:4" in log, log[-2000:]
     assert secret not in log
     assert "Traceback" not in log
-
