@@ -83,9 +83,9 @@ class Admission:
     ops: Effective | None = None
     # read_body / estimate
     body: dict[str, Any] | None = None
-    # The body's bytes for exact counting; empty when the worker read it (its body is then
-    # shallow: seatbelt/admission/bodyworker.py) and the bound stands.
+    # The body's bytes for exact counting (empty for a compressed body the worker read).
     data: bytes = b""
+    shallow: bool = False  # read by the worker: large values are RawJSON
     facts: RequestFacts | None = None
     model: str | None = None
     prompt_estimate: int = 0

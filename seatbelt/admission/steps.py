@@ -9,9 +9,11 @@ a log line goes through `Admission.enforced`, the one shadow rule. Whatever a st
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from seatbelt.admission import (
     bodyworker,
@@ -139,6 +141,8 @@ async def read_body(a: Admission) -> Verdict:
         if read.kind != "ok":
             return refusals.unreadable(read.message)
         a.body, a.facts, a.prompt_bound = read.body, read.facts, read.prompt_bound
+        a.shallow = True
+        a.data = b"" if encoding else raw  # what exact counting may read again
     else:
         try:
             a.body = parse_json_object(raw)
@@ -288,26 +292,38 @@ async def _recount(a: Admission, reservation: Reservation) -> Reservation:
 async def _count_prompt(a: Admission) -> int | None:
     """The prompt's exact bound by its public tokenizer, else the provider's count where
     the policy opts in (seatbelt/admission/counting.py), else None: the bound stands.
-    A body the worker read is shallow (its large values are JSON text), so it is not
-    counted: those are over 64 KiB, most past what counting takes anyway."""
+    A body the worker read is shallow (its large values are JSON text): counting reads it
+    whole (_whole_body)."""
     assert a.body is not None
-    if not a.data:
-        return None
     info = a.policy.model_info(a.model)
     encoding = exact.encoding_for(a.route, a.model, info.tokenizer if info else None)
-    if encoding is not None:
-        return await counting.count_locally(a.rt.tokenizers, encoding, a.route, a.body,
-                                            a.data)
-    if info is None or info.count_tokens != "provider":
+    if encoding is None and (info is None or info.count_tokens != "provider"):
         return None
+    body = await _whole_body(a)
+    if body is None:
+        return None
+    if encoding is not None:
+        return await counting.count_locally(a.rt.tokenizers, encoding, a.route, body,
+                                            a.data)
     request = a.flow.request.copy()  # the credential the upstream takes, as it will be sent
     if a.key is not None and a.creds is not None:
         operating.swap_credential(a.key, a.family, request, a.creds)
     ask = providercount.count_request(a.route, request.url,
                                       providercount.header_values(request.headers.fields),
-                                      a.body, a.model)
+                                      body, a.model)
     n = await counting.count_at_provider(ask, a.route) if ask is not None else None
     return min(n, a.prompt_bound) if n is not None else None
+
+
+async def _whole_body(a: Admission) -> dict[str, Any] | None:
+    """The whole body for counting: a shallow one (read by the worker) is parsed again in a
+    thread, up to what counting takes; None when it cannot be had (compressed, too big)."""
+    if not a.shallow:
+        return a.body
+    if not a.data or len(a.data) > counting.EXACT_MAX_BYTES:
+        return None
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, parse_json_object, a.data)
 
 
 async def _clamp(a: Admission, reservation):  # type: ignore[no-untyped-def]
