@@ -104,12 +104,14 @@ def hide(request: http.Request) -> None:
     """Make every credential of the request (headers, `key=`) read as a placeholder in
     mitmweb, the console and saved state, and still go upstream as itself."""
     fields = request.headers.fields
-    if any(name.lower() in _RAW_HEADERS and not isinstance(value, HiddenCredential)
-           for name, value in fields):
-        request.headers.fields = tuple(
-            (name, HiddenCredential(value, HIDDEN) if name.lower() in _RAW_HEADERS
-             and not isinstance(value, HiddenCredential) else value)
-            for name, value in fields)
+    hidden: list[tuple[bytes, bytes]] | None = None
+    for i, (name, value) in enumerate(fields):  # one pass, no generator: runs twice a request
+        if name.lower() in _RAW_HEADERS and not isinstance(value, HiddenCredential):
+            if hidden is None:
+                hidden = list(fields)
+            hidden[i] = (name, HiddenCredential(value, HIDDEN))
+    if hidden is not None:
+        request.headers.fields = tuple(hidden)
         keep_state_hidden(request)
     hide_query(request)
 
@@ -144,8 +146,10 @@ def _shown_path(path: str) -> str | None:
 def unhide(req: http.Request) -> None:
     """The request's own values again, for the code that must read them (the request hook)."""
     fields = req.headers.fields
-    if any(isinstance(v, HiddenCredential) for _, v in fields):
-        req.headers.fields = tuple((k, bytes(v)) for k, v in fields)
+    for _, value in fields:
+        if isinstance(value, HiddenCredential):
+            req.headers.fields = tuple((k, bytes(v)) for k, v in fields)
+            break
     if isinstance(req.data.path, HiddenCredential):
         req.data.path = bytes(req.data.path)
 
