@@ -44,7 +44,9 @@ try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
     from seatbelt.config import livepolicy  # noqa: E402
     from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
     from seatbelt.ledger import redact  # noqa: E402
+    from seatbelt.metering.meter import output_allowance  # noqa: E402
     from seatbelt.metering.scanner import Scanner, read_whole  # noqa: E402
+    from seatbelt.metering.upstream import closer  # noqa: E402
     from seatbelt.records.metrics import Metrics, get_metrics, get_server, parse_address  # noqa: E402
     from seatbelt.records.redact import LiveFlows, hide, redact_flow, unhide  # noqa: E402
     from seatbelt.runtime import RUNTIME, Runtime  # noqa: E402
@@ -177,6 +179,9 @@ class Seatbelt:
             content_type=headers.get("content-type", ""),
             content_encoding=headers.get("content-encoding", ""),
             hide_injected_usage=meter.injected_usage,
+            # A held stream that outruns its hold is ended (seatbelt/metering/cutoff.py).
+            allowance=output_allowance(meter) if meter.hold_id is not None else None,
+            on_cut=closer(flow),
         )
         if read_whole(meter.scanner.framing, headers, flow.response.stream):
             meter.read_whole = True  # a small JSON document: scanned in the response hook

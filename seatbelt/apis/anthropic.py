@@ -104,7 +104,20 @@ class Anthropic(ApiFamily):
             stream=read_bool(body, "stream"),
             # 0 is defined: no output (a cache pre-warm), so it stays a limit of 0.
             max_output=read_limit(body, "max_tokens"),
+            hidden_reasoning=self.hides_reasoning(None, body),
         )
+
+    def hides_reasoning(self, model: str | None, body: dict[str, Any]) -> bool:
+        # Extended thinking: Claude 4 models stream a summary of it and bill it in full.
+        thinking = body.get("thinking")
+        return thinking is not None and not (
+            isinstance(thinking, dict) and thinking.get("type") == "disabled")
+
+    def stream_error(self, framing: Framing, error: ErrorShape) -> bytes:
+        if framing != "sse":
+            return super().stream_error(framing, error)
+        data = json.dumps(self.error_body(error), separators=(",", ":")).encode()
+        return b"event: error\ndata: " + data + b"\n\n"  # the SDK raises on `event: error`
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         body["max_tokens"] = limit

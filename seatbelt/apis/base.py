@@ -12,6 +12,7 @@ Adding an API = adding one module and listing it in `apis/__init__.py`.
 from __future__ import annotations
 
 import abc
+import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping
@@ -61,6 +62,9 @@ class RequestFacts:
     # The field that refers to server-side state the request does not carry (a stored
     # conversation, a cache): its prompt is bounded by the model's context window.
     hidden_context: str | None = None
+    # The model may reason out of sight (tokens billed as output that no frame shows): a
+    # stream left before its usage frame is charged its hold (docs/metering.md).
+    hidden_reasoning: bool = False
 
 
 @dataclass
@@ -202,6 +206,22 @@ class ApiFamily(abc.ABC):
         """Content view: add one parsed frame of this family's responses to `a` and return
         True, or False when the frame is not in this family's shape (the next one tries)."""
         return False
+
+    def hides_reasoning(self, model: str | None, body: dict[str, Any]) -> bool:
+        """Can this request's model spend output tokens on reasoning no frame shows? Read by
+        each family's parse_request into RequestFacts.hidden_reasoning."""
+        return False
+
+    def stream_error(self, framing: Framing, error: ErrorShape) -> bytes:
+        """One frame, in this family's stream, that its SDKs raise as an error: how a stream
+        that outran its hold ends (seatbelt/metering/scanner.py). Starts at a frame boundary."""
+        data = json.dumps(self.error_body(error), separators=(",", ":")).encode()
+        if framing == "sse":
+            return b"data: " + data + b"\n\n"
+        if framing == "json-array":
+            return data + b"]"  # the element closes the array: the body ends with it
+        return data + b"\n"
+
     def read_error(self, obj: Any) -> str | None:
         """An upstream error in this family's shape (a whole body, an array element or one
         frame), as seatbelt/codec/framing.py spells it; None if `obj` is not one. The default

@@ -45,6 +45,8 @@ OUTPUT_TEXT = re.compile(rb'"(?:text|name|code)"\s*:\s*' + JSON_STRING)
 # `models/M:verb`, tuned models, and Vertex's deployed `endpoints/E:verb` (E stands for
 # the model).
 _METHOD = re.compile(r"(?:^|/)(?:(?:tuned)?models|endpoints)/[^/]+:([a-z]+)$")
+# Models that think by default: Gemini 2.5 and every later generation.
+_THINKING = re.compile(r"^(?:models/)?gemini-(?:2\.5|[3-9]|\d{2})", re.IGNORECASE)
 _MODEL = re.compile(r"(?:models|endpoints)/([^/:]+):[a-z]+$", re.IGNORECASE)
 _RESOURCE = re.compile(
     r"(?:^|/)v1(?:alpha|beta)\d*/(models|tunedmodels|cachedcontents|files|batches|operations"
@@ -158,7 +160,15 @@ class Gemini(ApiFamily):
         cached = _alias(body, "cachedContent", "cached_content")
         hidden = cached if body.get(cached) is not None else None
         # Every Gemini stream chunk can carry usage; nothing needs to be requested.
-        return RequestFacts(model, stream, limit, n, wants_usage=stream, hidden_context=hidden)
+        return RequestFacts(model, stream, limit, n, wants_usage=stream, hidden_context=hidden,
+                            hidden_reasoning=self.hides_reasoning(model, body))
+
+    def hides_reasoning(self, model: str | None, body: dict[str, Any]) -> bool:
+        # Gemini 2.5 and later think by default (thoughtsTokenCount, billed as output);
+        # any model given a thinkingConfig may.
+        _, config = _config(body)
+        configured = any(config.get(k) is not None for k in ("thinkingConfig", "thinking_config"))
+        return configured or (isinstance(model, str) and _THINKING.match(model) is not None)
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         name, config = _config(body)

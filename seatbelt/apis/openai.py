@@ -150,7 +150,14 @@ class OpenAI(ApiFamily):
             multiplier = best * prompt_count(body.get("prompt"))
         options = body.get("stream_options")
         wants = stream and isinstance(options, dict) and options.get("include_usage") is True
-        return RequestFacts(model, stream, limit, multiplier, wants_usage=wants)
+        return RequestFacts(model, stream, limit, multiplier, wants_usage=wants,
+                            hidden_reasoning=self.hides_reasoning(model, body))
+
+    def hides_reasoning(self, model: str | None, body: dict[str, Any]) -> bool:
+        # o1/o3/o4/gpt-5 reason by default and stream none of it; any model asked to
+        # reason (`reasoning_effort`, the Responses API's `reasoning`) may too.
+        return _reasoning_model(model) or any(
+            body.get(k) is not None for k in ("reasoning_effort", "reasoning"))
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         # `max_tokens` is the one limit every OpenAI-compatible server parses: Ollama's

@@ -86,7 +86,8 @@ class Responses(OpenAI):
             )
         # A Responses stream always reports usage: nothing needs to be requested.
         hidden = next((k for k in _HIDDEN if body.get(k) is not None), None)
-        return RequestFacts(model, stream, limit, wants_usage=stream, hidden_context=hidden)
+        return RequestFacts(model, stream, limit, wants_usage=stream, hidden_context=hidden,
+                            hidden_reasoning=self.hides_reasoning(model, body))
 
     def write_limit(self, route: Route, body: dict[str, Any], limit: int) -> None:
         body["max_output_tokens"] = limit

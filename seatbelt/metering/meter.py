@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from seatbelt.admission import estimate
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
@@ -61,6 +61,14 @@ class Meter:
         return True
 
 
+EarlyClose = Literal["charged_hold", "charged_output_bound"]
+
+
+def output_allowance(meter: Meter) -> int:
+    """The output tokens the hold reserved (all choices): the hold less its prompt bound."""
+    return max(meter.reserved - meter.prompt_estimate, 0)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a finished request is charged, and how it is reported."""
@@ -71,6 +79,9 @@ class Outcome:
     usage: Usage
     source: UsageSource
     outcome: str  # metrics outcome: served | upstream_error | aborted
+    # How an unfinished request with no usage frame was charged (docs/metering.md): the
+    # `path` label of seatbelt_early_close_total, None when it did not end that way.
+    early_close: EarlyClose | None = None
 
     @property
     def charge(self) -> int:
@@ -88,6 +99,13 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
     usage = scanner.usage if scanner is not None else Usage()
     if status is not None and not 200 <= status < 300:
         return Outcome("release", None, None, usage, "none", "upstream_error")
+    if scanner is not None and scanner.cut_off:
+        # Ended by seatbelt past its allowance: it generated the allowance at least, and
+        # is charged no more unless the upstream's own count says so.
+        completion = max(output_allowance(meter), usage.completion_tokens or 0)
+        prompt = usage.prompt_tokens if usage.prompt_tokens is not None else meter.prompt_estimate
+        source: UsageSource = "reported" if usage.completion_tokens is not None else "estimated"
+        return Outcome("settle", prompt, completion, usage, source, "aborted")
     reported = (
         scanner is not None
         and not scanner.usage_invalid
@@ -106,6 +124,8 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
         # it was seen, and the upstream may have generated up to the limit. Charge the hold.
         bound = max(meter.reserved - meter.prompt_estimate, 0)
         return Outcome("settle", meter.prompt_estimate, bound, usage, "estimated", outcome)
+    if not completed and sent and meter.facts.produces_output:
+        return left_early(meter, usage, scanner)
     if scanner is not None and (scanner.output_seen or status is not None):
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else meter.prompt_estimate
         if usage.completion_tokens is not None:
@@ -116,3 +136,25 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
     if sent:
         return Outcome("settle", meter.prompt_estimate, 0, usage, "estimated", outcome)
     return Outcome("release", None, None, usage, "none", outcome)
+
+
+def left_early(meter: Meter, usage: Usage, scanner: Scanner | None) -> Outcome:
+    """An unfinished request with no usage frame (the client left, the connection broke).
+
+    The upstream bills what it generated, hidden reasoning included, and nothing reads its
+    usage any more (mitmproxy closes the upstream with the client: docs/metering.md). A
+    model that can reason out of sight is charged its hold; any other the prompt bound
+    and an output bound from the bytes seen (each token covers one byte at least), never
+    below the chars/4 estimate nor, while the upstream obeys its limit, above the hold."""
+    prompt = max(meter.prompt_estimate, usage.prompt_tokens or 0)
+    allowance = output_allowance(meter)
+    if meter.facts.hidden_reasoning:
+        completion = max(allowance, usage.completion_tokens or 0)
+        return Outcome("settle", prompt, completion, usage, "estimated", "aborted",
+                       "charged_hold")
+    seen_bytes = scanner.output_bytes if scanner is not None else 0
+    chars = scanner.output_chars if scanner is not None else 0
+    bound = min(seen_bytes, allowance) if meter.hold_id is not None else seen_bytes
+    completion = max(bound, estimate.completion_estimate(chars), usage.completion_tokens or 0)
+    return Outcome("settle", prompt, completion, usage, "estimated", "aborted",
+                   "charged_output_bound")

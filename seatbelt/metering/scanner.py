@@ -24,6 +24,7 @@ from typing import Any, Callable
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
 from seatbelt.codec import framing as frames
 from seatbelt.codec.decoding import StreamDecoder
+from seatbelt.metering.cutoff import OutputWatch
 
 MAX_FRAME = 1 << 20  # an SSE/NDJSON frame longer than this is scanned through windows
 DOC_HEAD = 1 << 20  # a JSON document up to this size is parsed whole
@@ -55,14 +56,15 @@ def _marker_rx(marker: bytes) -> re.Pattern[bytes]:
     return rx
 
 
-def _decoded_len(raw: bytes) -> int:
-    """Characters in the concatenated bodies of JSON strings (escapes decoded)."""
+def _decoded(raw: bytes) -> str:
+    """The concatenated bodies of JSON strings, escapes decoded."""
     if b"\\" not in raw:
-        return len(raw) if raw.isascii() else len(raw.decode("utf-8", "replace"))
+        return raw.decode("utf-8", "replace")
     try:
-        return len(json.loads(b'"' + raw + b'"', strict=False))
+        text = json.loads(b'"' + raw + b'"', strict=False)
     except (ValueError, RecursionError):
-        return len(raw.decode("utf-8", "replace"))
+        return raw.decode("utf-8", "replace")
+    return text if isinstance(text, str) else raw.decode("utf-8", "replace")
 
 
 class _Doc:
@@ -121,8 +123,7 @@ class _TextCarry:
         for m in self.rx.finditer(buf):
             pieces.append(m.group(1))
             last = m.end()
-        if pieces:
-            self.sc._count(b"".join(pieces))
+        self.sc._take(pieces)
         # No match can end inside the carry (finditer would have found it); a string
         # longer than TEXT_CARRY that straddles pieces goes uncounted.
         self.carry = buf[max(last, len(buf) - TEXT_CARRY) :]
@@ -232,6 +233,7 @@ class _ArrayFramer(_Framer):
         self.sc = sc
         self.split = frames.ArraySplitter()
         self.doc: _Doc | None = None
+        self.pos = 0  # stream offset of the next piece
 
     def feed(self, data: bytes) -> None:
         spans, open_at = self.split.feed(data)
@@ -240,6 +242,9 @@ class _ArrayFramer(_Framer):
             self.doc = None
             doc.feed(data[start:end])
             doc.end()
+            self.sc._elements += 1
+            self.sc._safe = self.pos + end  # a cut-off's error element may follow here
+        self.pos += len(data)
         if open_at is not None:
             if self.doc is None:
                 self.doc = _Doc(self.sc)
@@ -352,6 +357,8 @@ class Scanner:
         hide_injected_usage: bool,
         keep_limit: int = 1 << 20,
         clock: Callable[[], float] = time.monotonic,
+        allowance: int | None = None,
+        on_cut: Callable[[], None] | None = None,
     ) -> None:
         self.family = family
         self.route = route
@@ -365,6 +372,7 @@ class Scanner:
         self.doc_rx: re.Pattern[bytes] = getattr(family, "document_text", None) or self.out_rx
         self.output_seen = False
         self._chars = 0  # output characters counted so far (see output_chars)
+        self._bytes = 0  # their UTF-8 bytes
         self.first_output_at: float | None = None
         self.bytes_in = 0
         self.ended = False
@@ -406,6 +414,12 @@ class Scanner:
         self._hider = FrameHider() if hide else None
         self._defer_text = self._identity and not hide
         self._safe = 0  # stream offset up to which frames are complete
+        self._elements = 0  # JSON-array elements complete so far
+        # A stream that outruns its hold's output allowance is ended (cutoff.py); a
+        # buffered document cannot be cut mid-way and is settled as it is.
+        self.watch: OutputWatch | None = None
+        if allowance is not None and facts.produces_output and self.framing != "json":
+            self.watch = OutputWatch(family, self.framing, allowance, on_cut)
 
     # -- results -------------------------------------------------------------------
 
@@ -414,18 +428,31 @@ class Scanner:
         return self.reader.usage
 
     @property
+    def cut_off(self) -> bool:
+        """The output passed the hold's allowance: the stream was (or is being) ended."""
+        return self.watch is not None and self.watch.passed
+
+    @property
+    def output_bytes(self) -> int:
+        """UTF-8 bytes of the output text seen: each token covers at least one byte, so
+        this bounds the visible output's tokens from above (docs/metering.md)."""
+        self._count_deferred()
+        return self._bytes
+
+    @property
     def output_chars(self) -> int:
         """Characters of output text. Regions whose counting was deferred (see _region)
         are counted now, from the kept copy, on the first read."""
+        self._count_deferred()
+        return self._chars
+
+    def _count_deferred(self) -> None:
         edges = self._deferred
         if len(edges) > 1:
             self._deferred = []
             kept = self._kept
             for a, b in zip(edges, edges[1:]):
-                found = self._findall(kept, a, b)
-                if found:
-                    self._count(b"".join(found))
-        return self._chars
+                self._take(self._findall(kept, a, b))
 
     @property
     def usage_invalid(self) -> str | None:
@@ -462,6 +489,38 @@ class Scanner:
         return self._call(chunk)
 
     def _call(self, chunk: bytes) -> bytes | list[bytes]:
+        watch = self.watch
+        if watch is None:
+            return self._forward(chunk)
+        if watch.ended:
+            return [] if chunk else b""  # the stream was cut off: nothing more goes out
+        start = self.bytes_in
+        out = self._forward(chunk)
+        return self._cut(watch, chunk, start, out) if watch.passed else out
+
+    def _cut(self, watch: OutputWatch, chunk: bytes, start: int,
+             out: bytes | list[bytes]) -> list[bytes]:
+        """End the stream after its last complete frame with the family's error frame
+        (cutoff.py). `chunk`, at stream offset `start`, has not gone out yet."""
+        self._mark = self._fast_limit = -1
+        if not self._identity:  # compressed: no frame can be added; only stop forwarding
+            watch.end(self._elements)
+            return []
+        if self._hider is not None:  # it released the complete frames only
+            pieces = [out] if isinstance(out, bytes) and out else []
+        else:
+            keep = self._safe - start
+            pieces = [chunk[:keep]] if keep > 0 else []
+            if keep < 0:  # part of a frame went out already: end it
+                pieces.append(watch.frame_end)
+        stop = watch.end(self._elements)
+        self._keep(stop)
+        # An empty chunk ends the client's body (HTTP/1 chunked: the last chunk), so it
+        # reads a whole response that ends in the error, before the upstream's close
+        # reaches it.
+        return [*pieces, stop, b""]
+
+    def _forward(self, chunk: bytes) -> bytes | list[bytes]:
         self._catch_up()
         if not chunk:
             out = self._finish()
@@ -484,7 +543,7 @@ class Scanner:
             if self.output_seen and whole and not self._batch:
                 # Left in the kept copy for _catch_up; the fast path takes the next ones.
                 self._mark = len(kept) - len(chunk)
-                self._fast_limit = min(self._mark + BATCH, self.keep_limit)
+                self._fast_limit = min(self._mark + self._batch_limit(), self.keep_limit)
                 return chunk
             if self.output_seen:
                 # The first output's time is taken: from here on, chunks (one per token
@@ -492,13 +551,20 @@ class Scanner:
                 # scanning each on its own. Nothing reads the results before finish().
                 self._batch.append(chunk)
                 self._batched += len(chunk)
-                if self._batched < BATCH:
+                if self._batched < self._batch_limit():
                     return chunk
                 data = b"".join(self._batch)
                 self._batch.clear()
                 self._batched = 0
             self._scan(data)
         return chunk
+
+    def _batch_limit(self) -> int:
+        """Bytes forwarded before they are scanned: BATCH, or less while a stream that
+        may outrun its hold nears its allowance (cutoff.OutputWatch.headroom)."""
+        if self.watch is None:
+            return BATCH
+        return min(BATCH, self.watch.headroom())
 
     def _scan(self, data: bytes) -> None:
         try:
@@ -592,13 +658,22 @@ class Scanner:
             self.first_output_at = self.clock()
         if raw.isascii() and b"\\" not in raw:
             self._chars += len(raw)
+            self._bytes += len(raw)
         else:
-            self._chars += _decoded_len(raw)
+            text = _decoded(raw)
+            self._chars += len(text)
+            self._bytes += len(text.encode("utf-8", "surrogatepass"))
+
+    def _take(self, found: list[bytes]) -> None:
+        """The raw bodies of the output strings of one batch of frames."""
+        if not found:
+            return
+        if self.watch is not None:  # each non-empty one came with a token at least
+            self.watch.text_frames(len(found) - found.count(b""))
+        self._count(found[0] if len(found) == 1 else b"".join(found))
 
     def _text(self, data: bytes, rx: re.Pattern[bytes] | None = None) -> None:
-        found = rx.findall(data) if rx is not None else self._findall(data)
-        if found:
-            self._count(found[0] if len(found) == 1 else b"".join(found))
+        self._take(rx.findall(data) if rx is not None else self._findall(data))
 
     def _has_marker(self, data: bytes) -> bool:
         markers = [*self._markers, (ERROR_KEY, self._error_rx)]
@@ -608,16 +683,18 @@ class Scanner:
         """A batch of complete SSE events / NDJSON lines starting at stream offset base."""
         deferred = self._deferred
         end = base + len(region)
-        if (self._defer_text and self.output_seen and end <= len(self._kept)
+        # A stream that may outrun its hold is counted exactly once it nears it (cutoff.py).
+        exact = self.watch is not None and self.watch.lines(region.count(b"\n"))
+        if exact and deferred:
+            self._count_deferred()  # their frames first
+        if (not exact and self._defer_text and self.output_seen and end <= len(self._kept)
                 and (not deferred or deferred[-1] == base)):
             # The first output's time is taken; counting the rest can wait (output_chars).
             if not deferred:
                 deferred.append(base)
             deferred.append(end)
         else:
-            found = self._findall(region)
-            if found:
-                self._count(found[0] if len(found) == 1 else b"".join(found))
+            self._take(self._findall(region))
         hits: list[int] | None = None
         for k, (lit, rx) in enumerate(self._markers):
             # `in` runs at memory speed, the regex (which skips `"usage":null`) at half
@@ -674,6 +751,8 @@ class Scanner:
                 self._tail_usage(data[-DOC_TAIL:])
             return None
         self.reader.feed(obj)
+        if self.watch is not None:  # the upstream's running count, where it sends one
+            self.watch.reported(self.reader.usage.completion_tokens)
         err = self.family.read_error(obj)
         if err is not None:
             self.upstream_error = self.upstream_error or err

@@ -222,6 +222,15 @@ class Metrics:
             "seatbelt_settlements", "Settlements by usage source and overrun.",
             ("usage_source", "overrun"), registry=r,
         )
+        self.early_close = Counter(
+            "seatbelt_early_close", "Unfinished requests with no usage frame, by how they "
+            "were charged (docs/metering.md): charged_hold | charged_output_bound.",
+            ("path",), registry=r,
+        )
+        self.cut_off = Counter(
+            "seatbelt_cut_off", "Streams ended because their output passed the hold's "
+            "output allowance (docs/metering.md), by provider.", ("provider",), registry=r,
+        )
         self.ledger_up = Gauge("seatbelt_ledger_up", "1 when the ledger answers.", registry=r)
         self.shadow_refusals = Counter(
             "seatbelt_shadow_refusals", "Would-be refusals of keys in shadow mode "
@@ -278,6 +287,13 @@ class Metrics:
                 self._children.clear()
             self._children[(metric, labels)] = found
         return found
+
+    def ended_early(self, *, early_close: str | None, cut_off: bool, provider: str) -> None:
+        """How a request that did not end with its usage frame was charged."""
+        if early_close is not None:
+            self._child(self.early_close, early_close).inc()
+        if cut_off:
+            self._child(self.cut_off, provider).inc()
 
     def spent_usd(self, *, account: str, key: str, usd: float | None) -> None:
         """USD charged by one finished request (None: unpriced model; 0: released)."""

@@ -18,6 +18,7 @@ from seatbelt.ledger.base import (
     Settlement,
     UsageSource,
 )
+from seatbelt.metering.cutoff import CUT_OFF
 from seatbelt.metering.meter import Meter, Outcome, decide
 from seatbelt.records import comment
 from seatbelt.records.audit import AuditRecord
@@ -50,6 +51,8 @@ async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, compl
     _finish_scan(meter, response, completed)
     sent = flow is not None and (status is not None or request_was_sent(flow))
     result = decide(meter, status=status, completed=completed, sent=sent)
+    if meter.scanner is not None and meter.scanner.cut_off and CUT_OFF not in meter.edits:
+        meter.edits.append(CUT_OFF)  # the stream outran its hold and was ended
     cost, overrun = charged(meter, result)
     first = meter.scanner.first_output_at if meter.scanner is not None else None
     ttft = first - meter.dispatched_at if first is not None else None
@@ -86,6 +89,8 @@ def record_finished(rt: Runtime, meter: Meter, result: Outcome, *, status: int |
         prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
         ttft_s=ttft, duration_s=duration, usage_source=result.source, overrun=overrun)
     get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
+    get_metrics().ended_early(early_close=result.early_close, cut_off=CUT_OFF in meter.edits,
+                              provider=meter.route.provider)
     write_audit(rt, meter, result, status=status, overrun=overrun, ttft=ttft,
                 duration=duration, cost_usd=pricing.to_usd(cost))
 

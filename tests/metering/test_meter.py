@@ -20,10 +20,12 @@ def meter(scanner=None, produces_output=True):
     return m
 
 
-def scanner(usage=None, output_chars=0, invalid=None, whole_seen=False):
+def scanner(usage=None, output_chars=0, invalid=None, whole_seen=False, output_bytes=None,
+            cut_off=False):
     return SimpleNamespace(usage=usage or Usage(), output_seen=output_chars > 0,
                            output_chars=output_chars, usage_invalid=invalid,
-                           whole_seen=whole_seen)
+                           whole_seen=whole_seen, cut_off=cut_off,
+                           output_bytes=output_chars if output_bytes is None else output_bytes)
 
 
 def test_claim_is_once():
@@ -38,9 +40,50 @@ def test_reported_usage_settles_exactly():
 
 
 def test_output_without_usage_is_estimated_never_free():
-    o = decide(meter(scanner(output_chars=40)), status=200, completed=False, sent=True)
+    o = decide(meter(scanner(output_chars=40)), status=200, completed=True, sent=True)
     assert o.source == "estimated" and o.prompt_tokens == 50 and o.completion_tokens == 10
-    assert o.outcome == "aborted"
+    assert o.outcome == "served" and o.early_close is None
+
+
+def test_left_early_is_charged_a_bound_on_the_output_seen():
+    # 40 characters in 70 UTF-8 bytes: at most 70 tokens, whatever the tokenizer.
+    o = decide(meter(scanner(output_chars=40, output_bytes=70)), status=200,
+               completed=False, sent=True)
+    assert (o.prompt_tokens, o.completion_tokens, o.outcome) == (50, 70, "aborted")
+    assert o.early_close == "charged_output_bound" and o.source == "estimated"
+
+
+def test_left_early_output_bound_stops_at_the_hold_never_below_the_estimate():
+    o = decide(meter(scanner(output_chars=300, output_bytes=900)), status=200,
+               completed=False, sent=True)
+    assert o.completion_tokens == 100 and o.charge == 150  # the hold: 50 + 100
+    m = meter(scanner(output_chars=600, output_bytes=600))
+    m.reserved = 60  # allowance 10, below the chars/4 estimate of 150
+    assert decide(m, status=200, completed=False, sent=True).completion_tokens == 150
+
+
+@pytest.mark.parametrize("output_chars", [0, 8])
+def test_left_early_with_hidden_reasoning_is_charged_the_hold(output_chars):
+    m = meter(scanner(output_chars=output_chars))
+    m.facts = RequestFacts(model="o3", stream=True, max_output=100, hidden_reasoning=True)
+    o = decide(m, status=200, completed=False, sent=True)
+    assert (o.charge, o.early_close, o.outcome) == (150, "charged_hold", "aborted")
+
+
+def test_hidden_reasoning_with_its_usage_frame_settles_as_reported():
+    m = meter(scanner(Usage(40, 90), output_chars=8))
+    m.facts = RequestFacts(model="o3", stream=True, max_output=100, hidden_reasoning=True)
+    o = decide(m, status=200, completed=False, sent=True)
+    assert (o.charge, o.source, o.early_close) == (130, "reported", None)
+
+
+def test_cut_off_is_charged_the_allowance_or_what_the_upstream_counted():
+    o = decide(meter(scanner(output_chars=500, cut_off=True)), status=200, completed=False,
+               sent=True)
+    assert (o.prompt_tokens, o.completion_tokens, o.source) == (50, 100, "estimated")
+    o = decide(meter(scanner(Usage(30, 180), cut_off=True)), status=200, completed=False,
+               sent=True)
+    assert (o.prompt_tokens, o.completion_tokens, o.source) == (30, 180, "reported")
 
 
 def test_invalid_usage_falls_back_to_estimate():

@@ -70,6 +70,8 @@ CONTRACT = {
     "seatbelt_remaining_tokens": ("gauge", {"account", "key"}),
     "seatbelt_settlements": ("counter", {"usage_source", "overrun"}),
     "seatbelt_ledger_up": ("gauge", set()),
+    "seatbelt_early_close": ("counter", {"path"}),
+    "seatbelt_cut_off": ("counter", {"provider"}),
     "seatbelt_shadow_refusals": ("counter", {"account", "key", "outcome"}),  # shadow mode
     "seatbelt_spend_usd": ("counter", {"account", "key"}),  # extension: USD budgets
     "seatbelt_cap_usd": ("gauge", {"account", "key"}),
@@ -83,6 +85,7 @@ def test_names_types_and_labels_match_the_contract(met):
     met.refused(account="research", key="agent-zero", outcome="refused_quota")
     met.shadow_refused(account="research", key="agent-zero", outcome="refused_rate")
     met.spent_usd(account="research", key="agent-zero", usd=0.25)
+    met.ended_early(early_close="charged_hold", cut_off=True, provider="openai")
     show(met, [BudgetRow("research", "agent-zero", 1000, 150, 10, 840, 5.0, 1.0, 4.0)])
     met.set_ledger_up(True)
     families = {
@@ -501,3 +504,15 @@ def test_usd_budget_gauges_for_usd_capped_rows_only(met):
         assert series(r, name) == [{"account": "money", "key": "a"}], name
     show(met, budget_rows(rows[1:]))
     assert series(r, "seatbelt_cap_usd") == []
+
+
+def test_early_close_and_cut_off_count_each_path(met):
+    met.ended_early(early_close="charged_hold", cut_off=False, provider="openai")
+    met.ended_early(early_close="charged_output_bound", cut_off=False, provider="openai")
+    met.ended_early(early_close=None, cut_off=True, provider="anthropic")
+    met.ended_early(early_close=None, cut_off=False, provider="gemini")
+    r = met.registry
+    assert value(r, "seatbelt_early_close_total", path="charged_hold") == 1
+    assert value(r, "seatbelt_early_close_total", path="charged_output_bound") == 1
+    assert value(r, "seatbelt_cut_off_total", provider="anthropic") == 1
+    assert series(r, "seatbelt_cut_off_total") == [{"provider": "anthropic"}]

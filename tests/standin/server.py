@@ -50,6 +50,14 @@ Switches: words anywhere in the request body (message text, prompt, input, model
   #big:N            a stream of about N MB (frames of filler text)
   #len:N            natural completion length N tokens
   #ignore-limit     generate the natural length even past the request's limit (overrun)
+  #endless          ignore the limit and keep generating (a million tokens) until the
+                    client leaves; `frames_sent` says how far it got
+  #hidden-reasoning:N  N reasoning tokens billed as output that no frame shows (OpenAI
+                    o-series, Claude thinking, Gemini thoughts: counted in the usage only)
+  #usage-after:MS   wait MS milliseconds before the usage frame (a client that closes after
+                    the last content frame leaves before it)
+  #running-usage    Gemini: every chunk's usageMetadata carries the running
+                    candidatesTokenCount, as Gemini's own streams do
   #cache-read:N / #cache-write:N   cache tokens (Anthropic: additive; OpenAI: cached subset)
   #reasoning:N      OpenAI reasoning tokens (subset of completion)
   #delta-usage      Anthropic: message_start reports zeros; message_delta carries all counts
@@ -120,6 +128,7 @@ class Received:
     usage: dict[str, int] | None = None  # normalised truth: prompt/completion/cached/...
     usage_reported: bool = False
     outcome: str = "pending"  # complete | reset | client_gone | hung
+    frames_sent: int = 0  # stream frames written before the stream ended or the client left
     request_id: str = ""
 
     def header(self, name: str) -> str | None:
@@ -313,6 +322,8 @@ def per_choice_length(kind: str, body: dict[str, Any], sw: dict[str, str]) -> in
     """Completion tokens per choice: the natural length, honouring the request's limit."""
     if "big" in sw:
         natural = max(1, _sw_int(sw, "big", 1) * 256)
+    elif "endless" in sw:
+        return 1_000_000
     else:
         natural = _sw_int(sw, "len", DEFAULT_LENGTH)
     limit = _limit(kind, body)
@@ -376,10 +387,11 @@ class Plan:
     cache_write: int = 0
     reasoning: int = 0
     streamed: bool | None = None  # set where the path, not `stream`, decides (Gemini, Ollama)
+    hidden: int = 0  # reasoning tokens billed as output, never shown (#hidden-reasoning)
 
     @property
     def completion(self) -> int:
-        return self.per_choice * self.billed_choices
+        return self.per_choice * self.billed_choices + self.hidden
 
     @property
     def stream(self) -> bool:
@@ -410,6 +422,8 @@ def make_plan(kind: str, body: dict[str, Any], sw: dict[str, str]) -> Plan:
     else:
         plan.cached = min(_sw_int(sw, "cache-read"), prompt)
         plan.reasoning = min(_sw_int(sw, "reasoning"), plan.completion)
+    plan.hidden = _sw_int(sw, "hidden-reasoning")
+    plan.reasoning += plan.hidden
     return plan
 
 
@@ -693,8 +707,10 @@ def responses_frames(plan: Plan, rid: str) -> Iterator[tuple[bytes, bool]]:
     yield ev(f"response.{status}", response=final), True
 
 
-def gemini_usage(plan: Plan, done: bool) -> dict[str, Any]:
+def gemini_usage(plan: Plan, done: bool, sent: int = 0) -> dict[str, Any]:
     usage: dict[str, Any] = {"promptTokenCount": plan.prompt}
+    if not done and "running-usage" in plan.sw:
+        usage["candidatesTokenCount"] = sent * plan.billed_choices  # so far, all candidates
     if done:
         usage["candidatesTokenCount"] = plan.completion - plan.reasoning
         if plan.reasoning:
@@ -705,7 +721,7 @@ def gemini_usage(plan: Plan, done: bool) -> dict[str, Any]:
     return usage
 
 
-def gemini_chunk(plan: Plan, texts: list[str], done: bool) -> dict[str, Any]:
+def gemini_chunk(plan: Plan, texts: list[str], done: bool, sent: int = 0) -> dict[str, Any]:
     candidates = []
     for c in range(plan.choices):
         cand: dict[str, Any] = {"content": {"parts": [{"text": "".join(texts)}],
@@ -715,7 +731,7 @@ def gemini_chunk(plan: Plan, texts: list[str], done: bool) -> dict[str, Any]:
         candidates.append(cand)
     out: dict[str, Any] = {"candidates": candidates}
     if "no-usage" not in plan.sw:
-        out["usageMetadata"] = gemini_usage(plan, done)
+        out["usageMetadata"] = gemini_usage(plan, done, sent)
     out["modelVersion"] = plan.model
     return out
 
@@ -723,7 +739,7 @@ def gemini_chunk(plan: Plan, texts: list[str], done: bool) -> dict[str, Any]:
 def gemini_elements(plan: Plan) -> Iterator[tuple[dict[str, Any], bool]]:
     n = plan.per_choice
     for i in range(n):
-        yield gemini_chunk(plan, [token_text(i, plan.sw)], i == n - 1), i == n - 1
+        yield gemini_chunk(plan, [token_text(i, plan.sw)], i == n - 1, i + 1), i == n - 1
     if n == 0:
         yield gemini_chunk(plan, [], True), True
 
@@ -1203,15 +1219,25 @@ class StandIn:
         """Send a stream's frames, honouring #slow, #reset-mid-stream, #hang, #linger."""
         sw = rec.switches
         delay = _sw_int(sw, "slow", DEFAULT_SLOW_MS) / 1000 if "slow" in sw else 0.0
+        usage_sent = False
         for i, (data, carries_usage) in enumerate(frames):
             if delay and i:
                 await asyncio.sleep(delay)  # between frames, never after the last one
+            if carries_usage and i and "usage-after" in sw:
+                await asyncio.sleep(_sw_int(sw, "usage-after", 200) / 1000)
             if "reset-mid-stream" in sw and i == RESET_AFTER:
                 rec.outcome = "reset"
                 rec.usage_reported = False
                 out.reset()
                 raise _Gone("reset")
-            await out.frame(data, split=carries_usage)
+            try:
+                await out.frame(data, split=carries_usage)
+            except _Gone:
+                if not usage_sent:  # the client left before the usage frame
+                    rec.usage_reported = False
+                raise
+            rec.frames_sent += 1
+            usage_sent = usage_sent or (carries_usage and i > 0)
             if "hang" in sw:
                 rec.outcome = "hung"
                 rec.usage_reported = False

@@ -1,0 +1,79 @@
+"""Ending a stream that outran its hold (issue 13, item 6).
+
+The scanner (seatbelt/metering/scanner.py) composes one OutputWatch per response that has a
+hold. The watch decides, from two lower bounds on the output tokens generated so far, when
+the stream has passed the output allowance its hold reserved:
+
+- the upstream's own running count where the wire has one (Anthropic `message_delta`
+  usage.output_tokens, Gemini `usageMetadata` candidates + thoughts: what the usage
+  reader holds while the stream runs);
+- the frames that carried output text: a server streams at most one frame per token
+  (a token whose text is not complete yet is sent with the next one), so their number
+  never exceeds the tokens generated.
+
+Counting frames exactly costs a regex pass, so it is only done once a cheap upper bound
+(the newlines seen: every SSE event ends with two, every NDJSON line with one) has passed
+the allowance; a stream that obeys its limit never pays for it on most of its length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from seatbelt.apis.base import ApiFamily, ErrorShape, Framing
+
+CUT_OFF = "cut_off"  # the audit edit of a stream ended here (docs/contract.md §7)
+
+
+def stop_error(allowance: int) -> ErrorShape:
+    """What the client's SDK raises when its stream is cut off."""
+    return ErrorShape(
+        400, "output_limit_exceeded",
+        f"seatbelt: the upstream generated more than the {allowance} output tokens this "
+        "request reserved; the stream was cut off and the tokens it generated were charged")
+
+
+class OutputWatch:
+    """Pure state: has the output passed `allowance` tokens, and what ends the stream."""
+
+    def __init__(self, family: ApiFamily, framing: Framing, allowance: int,
+                 on_cut: Callable[[], None] | None = None) -> None:
+        self.allowance = allowance
+        self.on_cut = on_cut
+        self.per_frame = 2 if framing == "sse" else 1  # newlines a frame has at least
+        self.frame_end = b"\n\n" if framing == "sse" else b"\n"
+        self.array = framing == "json-array"
+        self.stop = family.stream_error(framing, stop_error(allowance))
+        self.newlines = 0  # upper bound on frames seen, times per_frame
+        self.frames = 0  # frames that carried output text (exact, counted when needed)
+        self.passed = False  # the output passed the allowance: the stream must end
+        self.ended = False  # the stop frame went out: nothing more is forwarded
+
+    def lines(self, n: int) -> bool:
+        """Take the newlines of a batch of complete frames: True when the exact frame
+        count is needed (the cheap bound could have passed the allowance)."""
+        self.newlines += n
+        return self.newlines // self.per_frame > self.allowance
+
+    def headroom(self) -> int:
+        """Bytes the scanner may forward unscanned before the cheap bound could pass the
+        allowance (each frame needs `per_frame` newline bytes at least)."""
+        return max((self.allowance + 1) * self.per_frame - self.newlines, 1)
+
+    def text_frames(self, n: int) -> None:
+        self.frames += n
+        if self.frames > self.allowance:
+            self.passed = True
+
+    def reported(self, completion: int | None) -> None:
+        """The upstream's running output count, read while the stream runs."""
+        if completion is not None and completion > self.allowance:
+            self.passed = True
+
+    def end(self, elements: int) -> bytes:
+        """The bytes that end the stream: the family's error frame (in a JSON array,
+        after a comma when elements went before it). Tells on_cut to close the upstream."""
+        self.ended = True
+        if self.on_cut is not None:
+            self.on_cut()
+        return (b"," if self.array and elements else b"") + self.stop
