@@ -29,6 +29,7 @@ from tests.wire import FIXTURES
 
 FRAMES = 200
 FRAMES_64K = 2000  # a longer stream for 64 KiB reads: several reads per stream
+HELD_ALLOWANCE = 4096
 
 # family label -> fixture name (its request gives the route and the facts)
 STREAMS = {
@@ -51,13 +52,15 @@ class Case:
     content_encoding: str
     pieces: list[bytes]
     decoded_size: int  # bytes of the decoded body, for MB/s
+    allowance: int | None = None  # a capped key's stream: watched for its hold (cutoff.py)
 
     def scanner(self) -> Scanner:
         route = route_request("POST", self.path, {})
         assert route is not None, self.path
         facts = route.family.parse_request(route, dict(self.request))
+        kw = {} if self.allowance is None else {"allowance": self.allowance}
         return Scanner(route.family, route, facts, content_type=self.content_type,
-                       content_encoding=self.content_encoding, hide_injected_usage=False)
+                       content_encoding=self.content_encoding, hide_injected_usage=False, **kw)
 
 
 def split_frames(body: bytes, ndjson: bool) -> list[bytes]:
@@ -97,6 +100,12 @@ def cases(frames: int = FRAMES) -> list[Case]:
         out.append(Case(f"{label} 64k", case.path, case.request, case.content_type, "",
                         [body[i : i + 65536] for i in range(0, len(body), 65536)], len(body)))
     out.append(gzip_json_case())
+    # A capped key's streams carry an output allowance (the default 4096-token limit): the
+    # scanner watches them for a stream that outruns its hold.
+    for label in ("openai-sse", "anthropic-sse"):
+        _, case = long_stream(STREAMS[label], frames)
+        out.append(Case(f"{label} frame held", case.path, case.request, case.content_type, "",
+                        case.pieces, case.decoded_size, allowance=HELD_ALLOWANCE))
     return out
 
 

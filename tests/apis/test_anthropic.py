@@ -173,3 +173,23 @@ def test_error_body_shape(status, kind):
 def test_an_exhausted_balance_is_a_billing_error():
     body = FAMILY.error_body(ErrorShape(429, "insufficient_quota", "balance spent"))
     assert body["error"]["type"] == "billing_error"
+
+
+@pytest.mark.parametrize("thinking,hidden", [
+    (None, False), ({"type": "enabled", "budget_tokens": 2048}, True),
+    ({"type": "disabled"}, False),
+])
+def test_extended_thinking_is_hidden_reasoning(thinking: object, hidden: bool) -> None:
+    route = route_request("POST", "/v1/messages", {"anthropic-version": "2023-06-01"})
+    assert route is not None
+    body: dict = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []}
+    if thinking is not None:
+        body["thinking"] = thinking
+    assert Anthropic().parse_request(route, body).hidden_reasoning is hidden
+
+
+def test_stream_error_is_an_error_event() -> None:
+    frame = Anthropic().stream_error("sse", ErrorShape(400, "output_limit_exceeded", "cut"))
+    head, data = frame.split(b"\ndata: ")
+    assert head == b"event: error" and json.loads(data) == {
+        "type": "error", "error": {"type": "invalid_request_error", "message": "cut"}}

@@ -240,3 +240,21 @@ def test_proto_field_names_are_read_like_their_json_names() -> None:
     with pytest.raises(BadRequestBody):
         r.family.parse_request(r, {"contents": [], "generationConfig": {
             "maxOutputTokens": 10, "max_output_tokens": 99999}})
+
+
+@pytest.mark.parametrize("model,config,hidden", [
+    ("gemini-2.5-flash", {}, True), ("gemini-3-pro-preview", {}, True),
+    ("gemini-2.0-flash", {}, False),
+    ("gemini-2.0-flash", {"thinkingConfig": {"thinkingBudget": 512}}, True),
+])
+def test_thinking_models_hide_reasoning(model: str, config: dict, hidden: bool) -> None:
+    route = route_request("POST", f"/v1beta/models/{model}:streamGenerateContent", {})
+    assert route is not None
+    body = {"contents": [], "generationConfig": config}
+    assert Gemini().parse_request(route, body).hidden_reasoning is hidden
+
+
+def test_stream_error_closes_a_json_array() -> None:
+    frame = Gemini().stream_error("json-array", ErrorShape(400, "output_limit_exceeded", "cut"))
+    doc = json.loads(b"[{}," + frame)
+    assert doc[1]["error"]["status"] == "INVALID_ARGUMENT", doc

@@ -362,3 +362,26 @@ def test_error_body_shape(status, code, kind):
     body = FAMILY.error_body(ErrorShape(status, code, "key k: cap 100 reached"))
     assert body == {"error": {"message": "key k: cap 100 reached", "type": kind,
                               "param": None, "code": code}}
+
+
+@pytest.mark.parametrize("model,extra,hidden", [
+    ("o3-mini", {}, True), ("gpt-5-nano", {}, True), ("o1", {}, True),
+    ("gpt-4o-mini", {}, False), ("gpt-4o-mini", {"reasoning_effort": "low"}, True),
+    ("llama", {"reasoning": {"effort": "high"}}, True),
+])
+def test_hidden_reasoning_is_known_per_request(model: str, extra: dict, hidden: bool) -> None:
+    route = route_request("POST", "/v1/chat/completions", {})
+    assert route is not None
+    facts = OpenAI().parse_request(route, {"model": model, "messages": [], **extra})
+    assert facts.hidden_reasoning is hidden
+    responses = route_request("POST", "/v1/responses", {})
+    assert responses is not None
+    facts = responses.family.parse_request(responses, {"model": model, "input": "x", **extra})
+    assert facts.hidden_reasoning is hidden
+
+
+def test_stream_error_is_an_sse_error_object() -> None:
+    shape = ErrorShape(400, "output_limit_exceeded", "cut")
+    frame = OpenAI().stream_error("sse", shape)
+    assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
+    assert json.loads(frame[6:])["error"]["code"] == "output_limit_exceeded"

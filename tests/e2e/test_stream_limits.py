@@ -106,12 +106,11 @@ def test_anthropic_stream_past_its_hold_is_cut_off_and_the_sdk_raises(
 
     t = tag()
     client = anthropic_client(proxy, ANT)
-    with pytest.raises(anthropic.APIStatusError) as raised:
-        with client.messages.stream(
-                model="claude-sonnet-4-5", max_tokens=LIMIT,
-                messages=[{"role": "user", "content": f"{t} #endless"}]) as stream:
-            for _ in stream.text_stream:
-                pass
+    with pytest.raises(anthropic.APIStatusError) as raised, client.messages.stream(
+            model="claude-sonnet-4-5", max_tokens=LIMIT,
+            messages=[{"role": "user", "content": f"{t} #endless"}]) as stream:
+        for _ in stream.text_stream:
+            pass
     assert raised.value.body["type"] == "error", raised.value.body
     assert "reserved" in raised.value.body["error"]["message"], raised.value.body
     cut_off(proxy, ANT, standin, t)

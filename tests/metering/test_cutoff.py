@@ -1,0 +1,177 @@
+"""Cutting off a stream that outruns its hold (seatbelt/metering/cutoff.py, composed by the
+scanner): real wire captures with their content frame repeated past the allowance."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+
+import pytest
+
+from seatbelt.apis import route_request
+from seatbelt.apis.anthropic import Anthropic
+from seatbelt.apis.base import ErrorShape
+from seatbelt.codec import framing as frames
+from seatbelt.metering.cutoff import OutputWatch, stop_error
+from seatbelt.metering.scanner import Scanner
+from tests.wire import FIXTURES
+
+STREAMS = ["openai_chat_stream", "openai_chat_stream_no_usage", "openai_completions_stream",
+           "anthropic_messages_stream", "responses_stream", "gemini_stream",
+           "ollama_chat_stream"]
+ALLOWANCE = 5
+
+
+def split(body: bytes, ndjson: bool) -> list[bytes]:
+    sep = b"\n" if ndjson else (b"\r\n\r\n" if b"\r\n\r\n" in body else b"\n\n")
+    parts = body.split(sep)
+    return [p + sep for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def long_stream(name: str, content_frames: int) -> tuple[list[bytes], bytes]:
+    """The capture with its first plain content frame repeated; and that frame."""
+    fx = FIXTURES[name]
+    got = split(fx.body, "ndjson" in fx.content_type)
+    route = route_request("POST", fx.path, {})
+    assert route is not None
+    rx, markers = route.family.output_text, route.family.usage_markers
+    content = [i for i, f in enumerate(got) if any(rx.findall(f))]
+    plain = [j for j in content if not any(m in got[j] for m in markers)]
+    i = (plain or content)[0]
+    return got[:i] + [got[i]] * content_frames + got[i + 1:], got[i]
+
+
+def scanner(name: str, allowance: int | None, calls: list[int] | None = None,
+            coding: str = "", hide: bool = False) -> Scanner:
+    fx = FIXTURES[name]
+    route = route_request("POST", fx.path, {})
+    assert route is not None
+    facts = route.family.parse_request(route, dict(fx.request))
+    on_cut = (lambda: calls.append(1)) if calls is not None else None
+    return Scanner(route.family, route, facts, content_type=fx.content_type,
+                   content_encoding=coding, hide_injected_usage=hide, allowance=allowance,
+                   on_cut=on_cut)
+
+
+def run(sc: Scanner, pieces: list[bytes]) -> list[bytes]:
+    """Feed pieces as mitmproxy does; what went to the client, chunk by chunk."""
+    out: list[bytes] = []
+    for p in pieces:
+        got = sc(p)
+        out.extend([got] if isinstance(got, bytes) else got)
+    end = sc(b"")
+    return out + ([end] if end else [])
+
+
+@pytest.mark.parametrize("name", STREAMS)
+@pytest.mark.parametrize("piece", [0, 65536])
+def test_a_stream_past_its_allowance_ends_after_a_whole_frame_with_the_error(
+        name: str, piece: int) -> None:
+    body_frames, content = long_stream(name, 200)
+    body = b"".join(body_frames)
+    pieces = body_frames if not piece else [body[i:i + piece] for i in range(0, len(body), piece)]
+    calls: list[int] = []
+    sc = scanner(name, ALLOWANCE, calls)
+    out = run(sc, pieces)
+    assert sc.cut_off and calls == [1]
+    stop = sc.watch.stop if sc.watch is not None else b""
+    assert out[-2:] == [stop, b""]  # the error, then the end of the body
+    sent = b"".join(out[:-2])
+    assert body.startswith(sent) and sent.endswith(body_frames[0][-2:])  # a frame boundary
+    seen = sent.count(content)
+    if name == "gemini_stream" and piece == 0:
+        assert 1 <= seen <= ALLOWANCE + 1  # its running candidatesTokenCount passed first
+    elif piece == 0:
+        assert seen == ALLOWANCE + 1  # cut as soon as the count passed
+    else:
+        assert seen > ALLOWANCE  # cut after the read that passed it
+    assert sc(body_frames[-1]) == []  # nothing more goes out
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_a_stream_within_its_allowance_is_untouched(name: str) -> None:
+    body_frames, content = long_stream(name, 40)
+    reported = FIXTURES[name].usage.get("completion_tokens") or 0
+    sc = scanner(name, max(len(body_frames), reported))  # at most one text frame a token
+    out = run(sc, body_frames)
+    assert b"".join(out) == b"".join(body_frames) and not sc.cut_off
+
+
+def test_the_stop_frame_is_what_each_sdk_raises_on() -> None:
+    shape = stop_error(7)
+    for name in ("openai_chat_stream", "responses_stream", "gemini_stream", "ollama_chat_stream"):
+        sc = scanner(name, 7)
+        assert sc.watch is not None
+        payload = sc.watch.stop.strip()
+        if payload.startswith(b"data: "):
+            payload = payload[len(b"data: "):]
+        err = json.loads(payload)["error"]
+        assert (err if isinstance(err, str) else err["message"]) == shape.message
+    ant = Anthropic().stream_error("sse", shape)
+    assert ant.startswith(b"event: error\ndata: ")
+    assert json.loads(ant.split(b"data: ", 1)[1])["type"] == "error"
+
+
+def test_an_upstream_running_count_cuts_before_any_frame_bound() -> None:
+    events = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
+        b'{"input_tokens":9,"output_tokens":1}}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"a long piece of many tokens"}}\n\n',
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":80}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"more"}}\n\n',
+    ]
+    sc = scanner("anthropic_messages_stream", 50)
+    out = run(sc, events)
+    assert b"".join(out[:-2]) == b"".join(events[:3]) and out[-2].startswith(b"event: error")
+    assert sc.usage.completion_tokens == 80
+
+
+def test_a_json_array_stream_stays_one_array() -> None:
+    fx = FIXTURES["gemini_stream_array"]
+    element = frames.array_elements(fx.body)[0]
+    pieces = [b"[" + element] + [b",\r\n" + element] * 30 + [b"]"]
+    sc = scanner("gemini_stream_array", 3)
+    out = run(sc, pieces)
+    doc = json.loads(b"".join(out))
+    assert "error" in doc[-1] and len(doc) > 4 and sc.cut_off
+
+
+def test_a_compressed_stream_is_stopped_without_a_frame() -> None:
+    body_frames, _ = long_stream("openai_chat_stream_no_usage", 200)
+    comp = gzip.compress(b"".join(body_frames))
+    calls: list[int] = []
+    sc = scanner("openai_chat_stream_no_usage", ALLOWANCE, calls, coding="gzip")
+    out = run(sc, [comp[i:i + 64] for i in range(0, len(comp), 64)])
+    assert sc.cut_off and calls == [1]
+    assert len(b"".join(out)) < len(comp)  # the rest was dropped
+
+
+def test_hiding_injected_usage_and_cutting_compose() -> None:
+    body_frames, _ = long_stream("openai_chat_stream", 100)
+    sc = scanner("openai_chat_stream", ALLOWANCE, hide=True)
+    out = run(sc, body_frames)
+    sent = b"".join(out[:-2])
+    assert sc.cut_off and out[-2].startswith(b"data: {\"error\"")
+    for event in re.split(rb"\n\n", sent):
+        if event.startswith(b"data: {"):
+            json.loads(event[len(b"data: "):])  # every frame that went out is whole
+
+
+def test_no_watch_without_a_hold_or_for_a_buffered_document() -> None:
+    assert scanner("openai_chat_stream", None).watch is None
+    assert scanner("openai_chat", 5).watch is None
+
+
+def test_watch_counts() -> None:
+    w = OutputWatch(Anthropic(), "sse", 3)
+    assert not w.lines(7) and w.lines(1)  # 8 newlines: 4 frames could have passed 3
+    w.text_frames(3)
+    assert not w.passed
+    w.reported(3)
+    assert not w.passed
+    w.reported(4)
+    assert w.passed and w.headroom() == 1
+    assert isinstance(stop_error(3), ErrorShape)
