@@ -13,12 +13,12 @@ from typing import Callable
 from bench.upstream import SLOW_FIRST_S
 
 
-def request_body(stream: bool) -> bytes:
+def request_body(stream: bool, max_tokens: int = 256) -> bytes:
     """The benchmark request: an OpenAI chat call with max_tokens; a stream asks for usage
     itself (what the SDKs send with stream_options), so no configuration edits the body."""
     body: dict = {
         "model": "gpt-4o-mini",
-        "max_tokens": 256,
+        "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
     }
     if stream:
@@ -27,9 +27,10 @@ def request_body(stream: bool) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _post(port: int, headers: dict[str, str], stream: bool, timeout: float = 60.0):
+def _post(port: int, headers: dict[str, str], stream: bool, timeout: float = 60.0,
+          max_tokens: int = 256):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("POST", "/v1/chat/completions", body=request_body(stream),
+    conn.request("POST", "/v1/chat/completions", body=request_body(stream, max_tokens),
                  headers={"Content-Type": "application/json", **headers})
     return conn, conn.getresponse()
 
@@ -84,7 +85,10 @@ def big_stream(port: int, headers: dict[str, str], size: int,
     t0 = time.perf_counter()
     received = 0
     try:
-        conn, resp = _post(port, {**headers, "x-bench": f"big-{size}"}, True, timeout=300)
+        # The canned upstream reports a token per 40 bytes of it: a limit below that would
+        # have seatbelt cut the stream off (seatbelt/metering/cutoff.py).
+        conn, resp = _post(port, {**headers, "x-bench": f"big-{size}"}, True, timeout=300,
+                           max_tokens=size // 40 + 64)
         try:
             if resp.status != 200:
                 raise RuntimeError(f"big stream answered {resp.status}")

@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 from seatbelt.apis.base import ApiFamily, ErrorShape, Framing
 
+# The shortest output string any family's output_text pattern counts, e.g. `"text":"x"`:
+# a text frame is at least this long, so this many bytes hold one more at most.
+MIN_TEXT_BYTES = 10
 CUT_OFF = "cut_off"  # the audit edit of a stream ended here (docs/contract.md §7)
 
 
@@ -40,10 +43,11 @@ class OutputWatch:
                  on_cut: Callable[[], None] | None = None) -> None:
         self.allowance = allowance
         self.on_cut = on_cut
+        self.family = family
+        self.framing = framing
         self.per_frame = 2 if framing == "sse" else 1  # newlines a frame has at least
         self.frame_end = b"\n\n" if framing == "sse" else b"\n"
         self.array = framing == "json-array"
-        self.stop = family.stream_error(framing, stop_error(allowance))
         self.newlines = 0  # upper bound on frames seen, times per_frame
         self.frames = 0  # frames that carried output text (exact, counted when needed)
         self.passed = False  # the output passed the allowance: the stream must end
@@ -56,9 +60,12 @@ class OutputWatch:
         return self.newlines // self.per_frame > self.allowance
 
     def headroom(self) -> int:
-        """Bytes the scanner may forward unscanned before the cheap bound could pass the
-        allowance (each frame needs `per_frame` newline bytes at least)."""
-        return max((self.allowance + 1) * self.per_frame - self.newlines, 1)
+        """Bytes the scanner may forward unscanned before the frames that carried text
+        could pass the allowance: each takes MIN_TEXT_BYTES at least, and no more of them
+        went by than the cheap bound says (or, once it is counted, the exact number)."""
+        bound = self.newlines // self.per_frame
+        seen = self.frames if bound > self.allowance else bound
+        return max((self.allowance + 1 - seen) * MIN_TEXT_BYTES, 1)
 
     def text_frames(self, n: int) -> None:
         self.frames += n
@@ -77,3 +84,8 @@ class OutputWatch:
         if self.on_cut is not None:
             self.on_cut()
         return (b"," if self.array and elements else b"") + self.stop
+
+    @property
+    def stop(self) -> bytes:
+        """The family's error frame (built only for a stream that needs it)."""
+        return self.family.stream_error(self.framing, stop_error(self.allowance))

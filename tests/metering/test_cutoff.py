@@ -123,9 +123,13 @@ def test_an_upstream_running_count_cuts_before_any_frame_bound() -> None:
         b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
         b'"delta":{"type":"text_delta","text":"more"}}\n\n',
     ]
+    more = events[3:] * 200
     sc = scanner("anthropic_messages_stream", 50)
-    out = run(sc, events)
-    assert b"".join(out[:-2]) == b"".join(events[:3]) and out[-2].startswith(b"event: error")
+    out = run(sc, events[:3] + more)
+    sent = b"".join(out[:-2])
+    assert out[-2].startswith(b"event: error") and sc.cut_off
+    # Read at the next scan: the fast path's window holds less than the allowance's frames.
+    assert sent.startswith(b"".join(events[:3])) and sent.count(b'"more"') < 50
     assert sc.usage.completion_tokens == 80
 
 
@@ -173,5 +177,5 @@ def test_watch_counts() -> None:
     w.reported(3)
     assert not w.passed
     w.reported(4)
-    assert w.passed and w.headroom() == 1
+    assert w.passed and w.headroom() == 10  # one text frame's worth of bytes
     assert isinstance(stop_error(3), ErrorShape)
