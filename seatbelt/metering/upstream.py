@@ -13,24 +13,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http
 from mitmproxy.addons.proxyserver import Proxyserver
 
 logger = logging.getLogger("seatbelt")
 
 
-def close_upstream(flow: http.HTTPFlow) -> bool:
-    """Close the flow's server connection; False when it cannot be done.
+def close_upstream(client_id: str, server: connection.Server) -> bool:
+    """Close a client connection's server connection; False when it cannot be done.
 
     An HTTP/2 upstream connection carries the client connection's other streams too, so it
     is left open: the cut stream's bytes are then dropped as they arrive."""
-    server = flow.server_conn
     if server.alpn == b"h2":
         return False
     manager = ctx.master.addons.get("proxyserver")
     if not isinstance(manager, Proxyserver):
         return False
-    handler = manager.connections.get(flow.client_conn.id)
+    handler = manager.connections.get(client_id)
     io = handler.transports.get(server) if handler is not None else None
     if io is None or io.writer is None:
         return False
@@ -39,15 +38,17 @@ def close_upstream(flow: http.HTTPFlow) -> bool:
 
 
 def closer(flow: http.HTTPFlow) -> Callable[[], None]:
-    """The scanner's on_cut for this flow."""
+    """The scanner's on_cut for this flow. It holds the connections, not the flow: the flow
+    holds the scanner, and a cycle would leave every flow to the garbage collector."""
+    flow_id, client_id, server = flow.id, flow.client_conn.id, flow.server_conn
 
     def close() -> None:
         try:
-            if not close_upstream(flow):
-                logger.info(f"seatbelt: flow {flow.id} cut off; its upstream connection "
+            if not close_upstream(client_id, server):
+                logger.info(f"seatbelt: flow {flow_id} cut off; its upstream connection "
                             "stays open (shared or gone): the rest of the stream is dropped")
         except Exception as e:  # closing is best effort; the stream is already ended
-            logger.warning(f"seatbelt: closing the upstream of flow {flow.id} failed "
+            logger.warning(f"seatbelt: closing the upstream of flow {flow_id} failed "
                            f"({type(e).__name__})")
 
     return close
