@@ -23,8 +23,11 @@ from collections.abc import Callable
 from seatbelt.apis.base import ApiFamily, ErrorShape, Framing
 
 # The shortest output string any family's output_text pattern counts, e.g. `"text":"x"`:
-# a text frame is at least this long, so this many bytes hold one more at most.
+# a text frame is at least this long plus its framing, so that many bytes hold one more
+# at most. SSE: `data:` and the blank line that ends the event; NDJSON: its newline; a JSON
+# array: the comma between elements.
 MIN_TEXT_BYTES = 10
+FRAMING_BYTES = {"sse": 7, "ndjson": 1, "json-array": 1}
 CUT_OFF = "cut_off"  # the audit edit of a stream ended here (docs/contract.md §7)
 
 
@@ -46,6 +49,7 @@ class OutputWatch:
         self.family = family
         self.framing = framing
         self.per_frame = 2 if framing == "sse" else 1  # newlines a frame has at least
+        self.min_frame = MIN_TEXT_BYTES + FRAMING_BYTES.get(framing, 0)
         self.frame_end = b"\n\n" if framing == "sse" else b"\n"
         self.array = framing == "json-array"
         self.newlines = 0  # upper bound on frames seen, times per_frame
@@ -61,11 +65,11 @@ class OutputWatch:
 
     def headroom(self) -> int:
         """Bytes the scanner may forward unscanned before the frames that carried text
-        could pass the allowance: each takes MIN_TEXT_BYTES at least, and no more of them
+        could pass the allowance: each takes min_frame bytes at least, and no more of them
         went by than the cheap bound says (or, once it is counted, the exact number)."""
         bound = self.newlines // self.per_frame
         seen = self.frames if bound > self.allowance else bound
-        return max((self.allowance + 1 - seen) * MIN_TEXT_BYTES, 1)
+        return max((self.allowance + 1 - seen) * self.min_frame, 1)
 
     def text_frames(self, n: int) -> None:
         self.frames += n

@@ -177,5 +177,5 @@ def test_watch_counts() -> None:
     w.reported(3)
     assert not w.passed
     w.reported(4)
-    assert w.passed and w.headroom() == 10  # one text frame's worth of bytes
+    assert w.passed and w.headroom() == 17  # one SSE text frame: `data:`, 10 bytes, `\n\n`
     assert isinstance(stop_error(3), ErrorShape)
