@@ -4,9 +4,10 @@ No container registry is reachable from this machine, so `python:3.12-slim` cann
 the base is Debian bookworm made by mmdebstrap from the Debian mirror (python3.11, so the image
 runs mitmproxy 11.0.2) holding this machine's CA certificates (pip inside the build reaches
 PyPI through them), `podman import`ed and kept in podman's store under a tag naming its recipe,
-so a machine makes it once. The container runs on the host network on loopback ports in front
-of the stand-in, its ledger a redis-server with compose.yaml's arguments, scraped by a real
-Prometheus with the alert rules loaded: compose's topology with the proxy as the real image.
+so a machine makes it once; it carries Debian's redis-server and prometheus too. Compose's
+topology then runs as containers on the host network on loopback ports: the seatbelt image in
+front of the stand-in, its ledger redis-server with compose.yaml's arguments, scraped by
+Prometheus with the alert rules loaded (Grafana: in no registry reachable here).
 
 Two quirks of this machine, both handled by flags rather than host changes: crun refuses its
 mixed cgroup v1/v2 mounts ("cgroups in hybrid mode not supported"), so runc runs the
@@ -23,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,7 +50,9 @@ from tests.standin import StandIn
 pytestmark = [pytest.mark.slow]
 
 MIRROR = "http://deb.debian.org/debian"  # the mirror /etc/apt/sources.list.d names here
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd")
+# redis-server and prometheus too: one mmdebstrap run is the base of all three containers.
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd", "redis-server",
+                 "prometheus")
 CA_DIR = Path("/usr/local/share/ca-certificates")
 IMAGE = "localhost/seatbelt:test"
 UID = 10001  # deploy/Dockerfile's USER
@@ -75,6 +79,13 @@ class Podman:
         nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 4096)
         self.limits = ["--ulimit", f"nofile={nofile}:{nofile}",
                        "--ulimit", f"nproc={nproc}:{nproc}"]
+
+    def run_line(self, name: str, image: str, *shared: Path) -> list[str]:
+        """`podman run` in the foreground on the host network, `shared` mounted at their own
+        paths: a Popen of it stops the container on SIGTERM (podman proxies the signal)."""
+        mounts = [a for d in shared for a in ("-v", f"{d}:{d}")]
+        return [*self.cmd, "run", "--rm", "--name", name, "--network", "host", *self.limits,
+                *mounts, image]
 
     def __call__(self, *args: str, timeout: float = 60, check: bool = True,
                  **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -111,12 +122,53 @@ def base_image(podman: Podman) -> str:
     return name
 
 
-def build_image(podman: Podman) -> str:
+def build_image(podman: Podman, base: str) -> str:
     """deploy/Dockerfile on the local base; podman's layer cache keeps a rebuild short."""
-    podman("build", "--format", "docker", *podman.limits, "--build-arg",
-           f"BASE={base_image(podman)}", "-f", "deploy/Dockerfile", "-t", IMAGE, ".",
-           cwd=REPO, timeout=900)
+    podman("build", "--format", "docker", *podman.limits, "--build-arg", f"BASE={base}",
+           "-f", "deploy/Dockerfile", "-t", IMAGE, ".", cwd=REPO, timeout=900)
     return IMAGE
+
+
+class RedisContainer(AofRedis):
+    """compose's redis service: Debian's redis-server in a container of the base image."""
+
+    def __init__(self, podman: Podman, image: str) -> None:
+        super().__init__()
+        self.podman, self.image = podman, image
+        self.name = f"seatbelt-test-redis-{os.getpid()}"
+
+    def command(self) -> list[str]:
+        return [*self.podman.run_line(self.name, self.image, self.dir), "redis-server",
+                *self.arguments()]
+
+    def crash(self) -> None:
+        """kill -9 of the container, not of the podman client that started it."""
+        time.sleep(1.5)  # appendfsync everysec, as AofRedis.crash
+        self.podman("kill", "--signal", "KILL", self.name)
+        assert self.proc is not None
+        self.proc.wait(30)
+        self.podman("rm", "-f", self.name, check=False)
+
+    def stop(self) -> None:
+        super().stop()
+        self.podman("rm", "-f", self.name, check=False)
+
+
+class PrometheusContainer(Prometheus):
+    """compose's prometheus service: Debian's Prometheus in a container, the rules mounted."""
+
+    def __init__(self, podman: Podman, image: str, workdir: Path, targets: list[str]) -> None:
+        super().__init__(workdir, targets, [ALERTS])
+        self.podman, self.image = podman, image
+        self.name = f"seatbelt-test-prometheus-{os.getpid()}"
+
+    def command(self) -> list[str]:
+        line = self.podman.run_line(self.name, self.image, self.workdir, ALERTS.parent)
+        return [*line, "prometheus", *self.arguments()]
+
+    def stop(self) -> None:
+        super().stop()
+        self.podman("rm", "-f", self.name, check=False)
 
 
 class Container:
@@ -171,12 +223,13 @@ class Container:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
     podman = Podman()
-    image = build_image(podman)
+    base = base_image(podman)
+    image = build_image(podman, base)
     standin = StandIn().start()
-    redis = AofRedis()
+    redis = RedisContainer(podman, base)
     box = Container(podman, tmp_path_factory.mktemp("image"), standin.url, redis.url())
-    prom = Prometheus(tmp_path_factory.mktemp("prom"), [f"127.0.0.1:{box.metrics_port}"],
-                      [ALERTS])
+    prom = PrometheusContainer(podman, base, tmp_path_factory.mktemp("prom"),
+                               [f"127.0.0.1:{box.metrics_port}"])
     try:
         redis.start()
         box.start(image)
@@ -245,3 +298,18 @@ def ledger_row(ledger: str, policy: Path) -> dict[str, Any]:
     assert out.returncode == 0, out.stderr
     (row,) = [r for r in json.loads(out.stdout) if r["key"] == KEY.id]
     return dict(row)
+
+
+def test_spend_survives_a_kill_of_the_redis_container(deployed: Any) -> None:
+    podman, box, standin, redis, _ = deployed
+    t = tag()
+    openai_client(box.url + "/v1", KEY).chat.completions.create(**chat(f"{t} #len:20",
+                                                                       max_tokens=30))
+    spent = ledger_row(redis.url(), box.policy)["spent"]
+    assert spent >= standin.received(t)[0].spend > 0
+    running = podman("ps", "--format", "{{.Names}}").stdout.split()
+    assert redis.name in running, running
+    redis.crash()
+    redis.start()
+    assert ledger_row(redis.url(), box.policy)["spent"] == spent
+    assert any(redis.dir.glob("appendonly*")), "no AOF written by the container"
