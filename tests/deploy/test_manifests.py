@@ -1,9 +1,10 @@
 """deploy/: the Dockerfile, compose file and Kubernetes manifests hold together.
 
-No image can be built here (no container registry is reachable for the base image), so the
-pieces are parsed and checked against each other: ports, probe paths, the policy mount, the
-environment the policy's virtual key needs, the Prometheus targets. The topology itself runs
-as processes in tests/e2e/test_fleet_deploy.py.
+The pieces are parsed and checked against each other: ports, probe paths, the policy mount, the
+environment the policy's virtual key needs, the Prometheus targets. The image is built and run
+by tests/deploy/test_image.py; compose's whole topology runs as processes in
+tests/e2e/test_fleet_deploy.py (no registry is reachable for the Redis, Prometheus and Grafana
+images compose names).
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ def test_dockerfile_runs_non_root_with_a_readyz_healthcheck() -> None:
     (user,) = re.findall(r"^USER (\S+)", text, re.M)
     assert user not in ("0", "root")
     health = re.search(r"^HEALTHCHECK .*?CMD (.+)$", text, re.M | re.S)
-    assert health and f"127.0.0.1:{METRICS_PORT}/readyz" in health.group(1)
-    assert f"seatbelt_metrics=0.0.0.0:{METRICS_PORT}" in text
+    assert health and "'http://127.0.0.1:{port}/readyz'" in health.group(1)
+    assert "os.environ['SEATBELT_METRICS']" in health.group(1), "probe the port metrics serve"
+    assert re.search(rf"SEATBELT_METRICS=0\.0\.0\.0:{METRICS_PORT}\b", text)
+    assert re.search(r"SEATBELT_LISTEN=0\.0\.0\.0:8080\b", text)
     assert re.search(rf"^EXPOSE 8080 {METRICS_PORT}$", text, re.M)
-    for var in ("SEATBELT_POLICY", "SEATBELT_LEDGER"):  # what compose and k8s set
+    # what compose and k8s set, and the metrics address the healthcheck follows
+    for var in ("SEATBELT_POLICY", "SEATBELT_LEDGER", "SEATBELT_METRICS"):
         assert f'seatbelt_{var[9:].lower()}=\\"${var}\\"' in text, var
     for src in re.findall(r"^COPY (\S+)", text, re.M):
         assert (REPO / src).exists(), f"COPY {src}: no such path in the repository"

@@ -441,12 +441,17 @@ class Prometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def arguments(self) -> list[str]:
+        """The server's flags (tests/deploy/test_image.py runs them in a container)."""
+        return [f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+
+    def command(self) -> list[str]:
+        return [binary("prometheus"), *self.arguments()]
+
     def start(self, timeout: float = 20.0) -> Prometheus:
-        cmd = [binary("prometheus"), f"--config.file={self.config}",
-               f"--storage.tsdb.path={self.workdir / 'data'}",
-               f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=log,
+            self.proc = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

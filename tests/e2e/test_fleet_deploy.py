@@ -58,10 +58,16 @@ class AofRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def arguments(self) -> list[str]:
+        """compose's arguments on loopback (tests/deploy/test_image.py runs them in a container)."""
+        return [*self.args, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--save", ""]
+
+    def command(self) -> list[str]:
+        return [str(self.binary), *self.arguments()]
+
     def start(self) -> AofRedis:
-        cmd = [str(self.binary), *self.args, "--port", str(self.port), "--bind", "127.0.0.1",
-               "--dir", str(self.dir), "--save", ""]
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         wait_for("redis-server to answer", lambda: self._cli("PING") == "PONG")
         return self
