@@ -193,7 +193,10 @@ def test_no_limit_named_writes_the_largest_that_fits(proxy: Proxy, standin: Stan
     assert header == f"{BIG_DEFAULT}->{written}"
     line = proxy.wait_audit(DEFAULT.id, 2)[-1]
     assert line["outcome"] == "served"
-    assert line["edits"][:2] == ["limit_written", "clamped"]
+    # (`prompt_counted` may come between: the exact count runs before the clamp when the
+    # byte bound does not fit, seatbelt/admission/steps.py reserve_tokens)
+    edits = [e for e in line["edits"] if e != "prompt_counted"]
+    assert edits[:2] == ["limit_written", "clamped"]
     # The hold was a real bound: reserved what is left, no more.
     assert first_spend + line["reserved"] <= DEFAULT.cap
     remaining = int(raw.headers["x-seatbelt-remaining-tokens"])
