@@ -117,30 +117,6 @@ def test_one_retry_queue_per_hold_whoever_saw_the_fault(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_retry_queue_stops_at_the_first_fault_and_drops_a_broken_entry() -> None:
-    from seatbelt.ledger.retry import RetryQueue
-
-    queue = RetryQueue(limit=3)
-    for i in range(5):
-        queue.add(Unfinished(f"h{i}", "release"))
-    assert [u.hold_id for u in queue.items()] == ["h0", "h1", "h2"]  # bounded
-    queue.add(Unfinished("h1", "settle", 7, "reported"))  # the newest word on h1 wins
-    assert queue.items()[1] == Unfinished("h1", "settle", 7, "reported")
-    seen: list[str] = []
-
-    async def finish(item: Unfinished) -> None:
-        seen.append(item.hold_id)
-        if item.hold_id == "h0":
-            raise ValueError("a bug")
-        if item.hold_id == "h2":
-            raise LedgerUnavailable("down")
-
-    with pytest.raises(LedgerUnavailable):
-        asyncio.run(queue.retry(finish))
-    assert seen == ["h0", "h1", "h2"]
-    assert [u.hold_id for u in queue.items()] == ["h2"]
-
-
 POLICY = """\
 version: 1
 accounts:
