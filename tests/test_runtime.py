@@ -1,6 +1,7 @@
 """The runtime's pieces against real ledgers (memory, SQLite file, redis-server):
 reclaimed holds are audited and counted, the retry queue is one, budget gauges are read at
-scrape time from the metrics thread through the loop."""
+scrape time from the metrics thread through the loop; and SEATBELT_TEST_LEDGER_TIMING cannot
+weaken a proxy silently or by a typo."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from seatbelt.ledger import Cap, LedgerUnavailable, open_ledger
 from seatbelt.ledger.retry import Unfinished
 from seatbelt.lifecycle.background import BEATS_EVERY
 from seatbelt.records.metrics import Metrics
-from seatbelt.runtime import Runtime
+from seatbelt.runtime import Runtime, ledger_timing
 from tests.ledger.conftest import BACKENDS, FakeClock, RedisServer, url_for
 
 
@@ -165,3 +166,22 @@ def test_budget_gauges_are_exact_at_scrape_time_from_the_metrics_thread(
         await rt.ledger.close()
 
     asyncio.run(go())
+
+
+# --- SEATBELT_TEST_LEDGER_TIMING ---------------------------------------------------------
+
+
+def test_an_unset_test_ledger_timing_means_production_timing() -> None:
+    assert ledger_timing(None) == {} and ledger_timing("") == {}
+
+
+def test_the_test_ledger_timing_is_parsed() -> None:
+    assert ledger_timing("lease=1,max_hold=4,heartbeat=0.2") == {
+        "lease_seconds": 1.0, "max_hold_seconds": 4.0, "heartbeat_seconds": 0.2}
+
+
+@pytest.mark.parametrize("bad", ["lease", "lease=x", "lease=-1", "lease=0", "leese=3",
+                                 "lease=1e9", "lease=1,heartbeat=0.5", "heartbeat=20"])
+def test_anything_odd_stops_start_up(bad: str) -> None:
+    with pytest.raises(ValueError, match="SEATBELT_TEST_LEDGER_TIMING"):
+        ledger_timing(bad)
