@@ -84,6 +84,7 @@ def test_undo_gives_back_the_fanout_slot_and_every_hold() -> None:
         taken.hold(ledger, None)  # a refused reservation holds nothing
         assert len(taken.hold_ids) == 2
         await taken.undo(rt)
+        assert taken.hold_ids == [] and not taken.fanout_slot
         await taken.undo(rt)  # twice: nothing more to give back
         (state,) = await ledger.snapshot(CAPS)
         return state.reserved, dict(rt.fanout.in_flight)

@@ -71,3 +71,9 @@ def test_a_cut_deflate_copy_keeps_its_encoding() -> None:
     plain = zlib.decompress(shown)
     kept, _, marker = plain.partition(CUT_MARKER)
     assert kept and text.startswith(kept) and b"the upstream sent" in marker
+
+
+def test_a_compressed_copy_cut_before_any_text_shows_the_marker_alone() -> None:
+    wire = gzip.compress(b"data: " + os.urandom(2000).hex().encode())
+    shown = shown_body(wire[:10], truncated=True, received=len(wire), content_encoding="gzip")
+    assert gzip.decompress(shown) == cut_marker(10, len(wire))

@@ -7,7 +7,7 @@ import asyncio
 import threading
 from typing import Any
 
-from seatbelt.lifecycle.budgets import BudgetSnapshot, ReportRows
+from seatbelt.lifecycle.budgets import MAX_AGE, BudgetSnapshot, ReportRows
 from seatbelt.records.metrics import BudgetRow
 
 
@@ -38,6 +38,10 @@ def test_refresh_clears_dirty_and_keeps_the_rows_when_there_is_nothing_to_read()
     assert snap.dirty and not snap.fresh()
     assert asyncio.run(snap.refresh()) == [row(10)]
     assert not snap.dirty and snap.fresh()
+    assert snap.at is not None
+    snap.at -= MAX_AGE  # as if read MAX_AGE ago: served no longer
+    assert not snap.fresh()
+    snap.at += MAX_AGE
     snap.mark_dirty()
     assert not snap.fresh()
     assert asyncio.run(snap.refresh()) == [row(10)]  # None: the last rows stay
