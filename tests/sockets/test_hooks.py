@@ -121,7 +121,7 @@ def test_a_create_that_does_not_fit_is_dropped_and_answered_with_an_error_event(
     assert to_client and event["type"] == "error"
     assert (event["error"]["code"], event["event_id"].startswith("seatbelt_")) == (
         "insufficient_quota", True)
-    assert "needs up to" in event["error"]["message"]
+    assert "need up to" in event["error"]["message"]
 
 
 def test_what_cannot_be_metered_seals_the_socket(tmp_path: Path) -> None:
