@@ -26,3 +26,33 @@ def test_one_logger_name():
     for path in sorted((ROOT / "seatbelt").rglob("*.py")):
         for name in pattern.findall(path.read_text()):
             assert name == '"seatbelt"', f"{path.relative_to(ROOT)}: getLogger({name})"
+
+
+# Code modules without a test module of their own, each with the reason.
+UNMIRRORED: dict[str, str] = {}
+
+
+def test_every_code_module_has_its_mirrored_test_module():
+    """tests/ mirrors seatbelt/: seatbelt/a/b.py is tested in tests/a/test_b.py, so the test
+    of a module is found without a search (a package's __init__.py is exempt)."""
+    missing = []
+    for path in sorted((ROOT / "seatbelt").rglob("*.py")):
+        rel = path.relative_to(ROOT / "seatbelt")
+        if rel.name == "__init__.py" or str(rel) in UNMIRRORED:
+            continue
+        mirror = ROOT / "tests" / rel.parent / f"test_{rel.name}"
+        if not mirror.is_file():
+            missing.append(f"seatbelt/{rel} -> tests/{rel.parent / ('test_' + rel.name)}")
+    assert not missing, "no mirrored test module:\n" + "\n".join(missing)
+    stale = [name for name in UNMIRRORED if not (ROOT / "seatbelt" / name).is_file()]
+    assert not stale, f"UNMIRRORED names modules that are gone: {stale}"
+
+
+def test_every_test_directory_is_a_package():
+    """tests/a/ has its __init__.py like seatbelt/a/, so two test_x.py never clash."""
+    for directory in sorted((ROOT / "seatbelt").rglob("*/")):
+        if directory.name == "__pycache__":
+            continue
+        mirror = ROOT / "tests" / directory.relative_to(ROOT / "seatbelt")
+        if mirror.is_dir():
+            assert (mirror / "__init__.py").is_file(), f"{mirror.relative_to(ROOT)}: no __init__.py"

@@ -1,6 +1,7 @@
 """The runtime's pieces against real ledgers (memory, SQLite file, redis-server):
 reclaimed holds are audited and counted, the retry queue is one, budget gauges are read at
-scrape time from the metrics thread through the loop."""
+scrape time from the metrics thread through the loop; and SEATBELT_TEST_LEDGER_TIMING cannot
+weaken a proxy silently or by a typo."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from seatbelt.ledger import Cap, LedgerUnavailable, open_ledger
 from seatbelt.ledger.retry import Unfinished
 from seatbelt.lifecycle.background import BEATS_EVERY
 from seatbelt.records.metrics import Metrics
-from seatbelt.runtime import Runtime
+from seatbelt.runtime import Runtime, ledger_timing
 from tests.ledger.conftest import BACKENDS, FakeClock, RedisServer, url_for
 
 
@@ -117,30 +118,6 @@ def test_one_retry_queue_per_hold_whoever_saw_the_fault(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_retry_queue_stops_at_the_first_fault_and_drops_a_broken_entry() -> None:
-    from seatbelt.ledger.retry import RetryQueue
-
-    queue = RetryQueue(limit=3)
-    for i in range(5):
-        queue.add(Unfinished(f"h{i}", "release"))
-    assert [u.hold_id for u in queue.items()] == ["h0", "h1", "h2"]  # bounded
-    queue.add(Unfinished("h1", "settle", 7, "reported"))  # the newest word on h1 wins
-    assert queue.items()[1] == Unfinished("h1", "settle", 7, "reported")
-    seen: list[str] = []
-
-    async def finish(item: Unfinished) -> None:
-        seen.append(item.hold_id)
-        if item.hold_id == "h0":
-            raise ValueError("a bug")
-        if item.hold_id == "h2":
-            raise LedgerUnavailable("down")
-
-    with pytest.raises(LedgerUnavailable):
-        asyncio.run(queue.retry(finish))
-    assert seen == ["h0", "h1", "h2"]
-    assert [u.hold_id for u in queue.items()] == ["h2"]
-
-
 POLICY = """\
 version: 1
 accounts:
@@ -189,3 +166,22 @@ def test_budget_gauges_are_exact_at_scrape_time_from_the_metrics_thread(
         await rt.ledger.close()
 
     asyncio.run(go())
+
+
+# --- SEATBELT_TEST_LEDGER_TIMING ---------------------------------------------------------
+
+
+def test_an_unset_test_ledger_timing_means_production_timing() -> None:
+    assert ledger_timing(None) == {} and ledger_timing("") == {}
+
+
+def test_the_test_ledger_timing_is_parsed() -> None:
+    assert ledger_timing("lease=1,max_hold=4,heartbeat=0.2") == {
+        "lease_seconds": 1.0, "max_hold_seconds": 4.0, "heartbeat_seconds": 0.2}
+
+
+@pytest.mark.parametrize("bad", ["lease", "lease=x", "lease=-1", "lease=0", "leese=3",
+                                 "lease=1e9", "lease=1,heartbeat=0.5", "heartbeat=20"])
+def test_anything_odd_stops_start_up(bad: str) -> None:
+    with pytest.raises(ValueError, match="SEATBELT_TEST_LEDGER_TIMING"):
+        ledger_timing(bad)

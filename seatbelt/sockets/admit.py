@@ -86,6 +86,8 @@ async def handshake(gate: Gate, flow: http.HTTPFlow, kind: Kind) -> Session | No
         flow.response = refusals.to_response(
             route.family, refusals.unavailable(f"seatbelt is not ready ({reason})"))
         return None
+    if not rt.ready():
+        await rt.until_ready()  # at start the ledger may still be opening: wait, as HTTP does
     a = Admission(rt=rt, metrics=gate.metrics, flow=flow, route=route, policy=policy,
                   path=req.path.split("?", 1)[0], taken=Taken(flow.id, rt.fanout),
                   fail_open=rt.failing_open())

@@ -1,4 +1,4 @@
-"""The routing entry point (seatbelt/apis/__init__.py, seatbelt/apis/paths.py): every
+"""The routing entry point (seatbelt/apis/__init__.py): every
 reading of a path a server may take, the bare paths of LLM servers, and what no family
 meters (issue 14, items 1 and 2)."""
 
@@ -8,7 +8,6 @@ import pytest
 
 from seatbelt.apis import AMBIGUOUS, UNKNOWN, route_request
 from seatbelt.apis.fields import norm_path
-from seatbelt.apis.paths import is_plain, readings
 
 
 def kind(method: str, path: str, llm_host: bool = False, **headers: str) -> tuple | None:
@@ -50,12 +49,6 @@ def test_every_spelling_of_a_metered_path_is_metered(path: str) -> None:
 def test_readings_that_disagree_are_refused(path: str) -> None:
     r = route_request("POST", path, {})
     assert r is not None and r.kind == "refused" and r.endpoint == AMBIGUOUS
-
-
-def test_readings_of_a_plain_path_are_one() -> None:
-    assert is_plain("/v1/chat/completions?x=%2F") and readings("/a/b") == ("/a/b",)
-    assert not is_plain("/v1/chat/completions#x") and not is_plain("/v1/./x")
-    assert set(readings("/a\\b;p#f")) == {"/a\\b;p", "/a\\b;p#f", "/a/b;p", "/a/b"}
 
 
 @pytest.mark.parametrize("method,path,expected", [

@@ -10,44 +10,20 @@ import re
 import tracemalloc
 import zlib
 
-import brotli
 import pytest
-import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seatbelt.apis import route_request
 from seatbelt.apis.base import Framing, Route
 from seatbelt.apis.openai import OpenAI
-from seatbelt.codec import decoding
 from seatbelt.metering.scanner import READ_WHOLE_LIMIT, Scanner, read_whole
+from tests.codec.test_decoding import encode, header
 from tests.wire import FIXTURES, Fixture
 
 ALL = list(FIXTURES.values())
 SSE = [f for f in ALL if f.content_type == "text/event-stream"]
 INJECTED = [f for f in ALL if f.injected_frames]
-
-
-def encode(data: bytes, coding: str) -> bytes:
-    """Independent encoders (not decoding.encode_body), incl. raw deflate."""
-    if coding == "gzip":
-        return gzip.compress(data)
-    if coding == "deflate":
-        return zlib.compress(data)
-    if coding == "deflate-raw":
-        c = zlib.compressobj(6, zlib.DEFLATED, -15)
-        return c.compress(data) + c.flush()
-    if coding == "br":
-        return brotli.compress(data)
-    if coding == "zstd":
-        return zstandard.ZstdCompressor().compress(data)
-    if coding == "gzip, br":
-        return brotli.compress(gzip.compress(data))
-    return data
-
-
-def header(coding: str) -> str:
-    return "deflate" if coding == "deflate-raw" else coding
 
 
 def make(fx: Fixture, *, coding: str = "", hide: bool = False, clock=None, **kw) -> Scanner:
@@ -576,62 +552,6 @@ def test_gzip_bomb_is_stopped_in_bounded_memory():
         tracemalloc.stop()
     assert peak < 8 << 20, peak
     assert sc.decode_error and "cap" in sc.decode_error
-
-
-# -- decoding.py -------------------------------------------------------------------------
-
-
-def test_parse_encodings():
-    assert decoding.parse_encodings("gzip, br") == ["gzip", "br"]
-    assert decoding.parse_encodings(" Identity , X-GZIP ") == ["gzip"]
-    assert decoding.parse_encodings("") == []
-
-
-@pytest.mark.parametrize("coding", ["gzip", "deflate", "deflate-raw", "br", "zstd", "gzip, br"])
-def test_stream_decoder_pieces_are_bounded(coding):
-    data = json.dumps({"x": "y" * 3_000_000}).encode()
-    pieces: list[bytes] = []
-    dec = decoding.StreamDecoder(header(coding), pieces.append)
-    enc = encode(data, coding)
-    for i in range(0, len(enc), 7777):
-        dec.feed(enc[i : i + 7777])
-    dec.finish()
-    assert dec.error is None and b"".join(pieces) == data
-    assert max(map(len, pieces)) <= decoding.PIECE
-
-
-def test_gzip_with_several_members():
-    data = gzip.compress(b"hello ") + gzip.compress(b"world")
-    pieces: list[bytes] = []
-    dec = decoding.StreamDecoder("gzip", pieces.append)
-    for i in range(len(data)):
-        dec.feed(data[i : i + 1])
-    dec.finish()
-    assert b"".join(pieces) == b"hello world" and dec.error is None
-
-
-@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd", "gzip, br", "identity", ""])
-def test_request_body_round_trip(coding):
-    data = json.dumps({"model": "m", "messages": [{"content": "é" * 1000}]}).encode()
-    enc = decoding.encode_body(data, coding)
-    assert decoding.decode_request_body(enc, coding, 1 << 20) == data
-
-
-def test_request_body_limits_and_errors():
-    data = b"{" + b" " * 5_000_000 + b"}"
-    for coding in ("gzip", "br", "zstd", "deflate"):
-        with pytest.raises(decoding.BodyTooLarge):
-            decoding.decode_request_body(decoding.encode_body(data, coding), coding, 1 << 20)
-    with pytest.raises(decoding.BodyTooLarge):
-        decoding.decode_request_body(data, "", 1000)
-    with pytest.raises(decoding.DecodeError):
-        decoding.decode_request_body(b"not gzip", "gzip", 1000)
-    with pytest.raises(decoding.DecodeError):
-        decoding.decode_request_body(gzip.compress(b"{}" * 100)[:-10], "gzip", 1000)
-    with pytest.raises(decoding.DecodeError, match="compress"):
-        decoding.decode_request_body(b"x", "compress", 1000)
-    with pytest.raises(decoding.DecodeError):
-        decoding.encode_body(b"x", "compress")
 
 
 def test_frame_hider_returns_complete_frames_minus_the_cut_ones_on_its_own():

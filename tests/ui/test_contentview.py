@@ -8,7 +8,6 @@ contentview machinery, on whichever mitmproxy (11 or 12) runs the tests.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import io
 import json
 
@@ -19,9 +18,8 @@ from mitmproxy import contentviews, http
 from mitmproxy import io as mitmio
 from mitmproxy.test import taddons, tflow
 
-from seatbelt.apis import route_request
-from seatbelt.metering.scanner import Scanner
 from seatbelt.ui import contentview as cv
+from tests.codec.test_keptbody import feed, scanner_for
 from tests.wire import FIXTURES, Fixture
 
 ALL = list(FIXTURES.values())
@@ -257,29 +255,6 @@ def test_a_bare_error_body_is_claimed_only_on_seatbelt_flows() -> None:
 # ----------------------------------------------------------------- the kept (cut) copy
 
 
-def scanner_for(fx: Fixture, *, keep_limit: int, coding: str = "") -> Scanner:
-    route = route_request("POST", fx.path, {})
-    assert route is not None
-    facts = route.family.parse_request(route, dict(fx.request))
-    return Scanner(route.family, route, facts, content_type=fx.content_type,
-                   content_encoding=coding, hide_injected_usage=False, keep_limit=keep_limit)
-
-
-def feed(sc: Scanner, body: bytes, step: int = 37) -> None:
-    for i in range(0, len(body), step):
-        assert sc(body[i:i + step]) == body[i:i + step]  # bytes pass through unchanged
-    sc(b"")
-
-
-def test_uncut_copy_is_returned_untouched() -> None:
-    body = FIXTURES["openai_chat_stream"].body
-    sc = scanner_for(FIXTURES["openai_chat_stream"], keep_limit=1 << 20)
-    feed(sc, body)
-    assert not sc.kept_truncated
-    assert cv.shown_body(sc.kept_body, truncated=False, received=sc.bytes_in,
-                         content_encoding="") == body
-
-
 def test_cut_copy_carries_a_marker_and_still_renders() -> None:
     fx = FIXTURES["openai_chat_stream_tools"]
     sc = scanner_for(fx, keep_limit=1000)
@@ -295,24 +270,6 @@ def test_cut_copy_carries_a_marker_and_still_renders() -> None:
     assert s.unparsed == 0  # the frame the cut went through is expected to be partial
     assert fx.output_text.startswith(s.output_text()) and s.output_text()
     assert marker in cv.render(s)
-
-
-def test_cut_gzip_copy_is_decoded_marked_and_encoded_again() -> None:
-    fx = FIXTURES["openai_chat_stream_unicode"]
-    wire = gzip.compress(fx.body)
-    sc = scanner_for(fx, keep_limit=len(wire) // 2, coding="gzip")
-    feed(sc, wire)
-    assert sc.kept_truncated and sc.usage.prompt_tokens == 1130  # metering saw it all
-    shown = cv.shown_body(sc.kept_body, truncated=True, received=len(wire),
-                          content_encoding="gzip")
-    text = gzip.decompress(shown)  # the flow's Content-Encoding still holds
-    assert text.split(cv.CUT_MARKER)[0] and fx.body.startswith(text.split(cv.CUT_MARKER)[0])
-    assert cv.CUT_MARKER in text and f"sent {len(wire)} bytes".encode() in text
-
-
-def test_undecodable_cut_copy_is_kept_as_is() -> None:
-    assert cv.shown_body(b"not gzip at all", truncated=True, received=99,
-                         content_encoding="gzip") == b"not gzip at all"
 
 
 # ----------------------------------------------------------------- through mitmproxy itself
