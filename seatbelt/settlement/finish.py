@@ -22,7 +22,6 @@ from seatbelt.metering.cutoff import CUT_OFF
 from seatbelt.metering.meter import Meter, Outcome, decide
 from seatbelt.records import comment
 from seatbelt.records.audit import AuditRecord
-from seatbelt.records.metrics import get_metrics
 from seatbelt.runtime import Runtime
 from seatbelt.usd import money, pricing
 
@@ -31,8 +30,7 @@ logger = logging.getLogger("seatbelt")
 
 def request_was_sent(flow: http.HTTPFlow) -> bool:
     """The upstream connection was up, so the request (and its prompt) reached it."""
-    conn = flow.server_conn
-    return bool(conn and getattr(conn, "timestamp_start", None))
+    return flow.server_conn.timestamp_start is not None
 
 
 async def finish(rt: Runtime, meter: Meter, flow: http.HTTPFlow | None, *, completed: bool) -> None:
@@ -83,13 +81,14 @@ def record_finished(rt: Runtime, meter: Meter, result: Outcome, *, status: int |
                     overrun: bool, ttft: float | None, duration: float,
                     cost: int | None) -> None:
     """Metrics and the audit line of a finished request (HTTP, or one socket response)."""
-    get_metrics().finished(
+    metrics = rt.metrics  # the runtime's, passed in (tests give their own)
+    metrics.finished(
         account=meter.account, key=meter.key, outcome=result.outcome,
         provider=meter.route.provider, model=meter.model_label,
         prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
         ttft_s=ttft, duration_s=duration, usage_source=result.source, overrun=overrun)
-    get_metrics().spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
-    get_metrics().ended_early(early_close=result.early_close, cut_off=CUT_OFF in meter.edits,
+    metrics.spent_usd(account=meter.account, key=meter.key, usd=pricing.to_usd(cost))
+    metrics.ended_early(early_close=result.early_close, cut_off=CUT_OFF in meter.edits,
                               provider=meter.route.provider)
     write_audit(rt, meter, result, status=status, overrun=overrun, ttft=ttft,
                 duration=duration, cost_usd=pricing.to_usd(cost))
