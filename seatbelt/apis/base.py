@@ -136,6 +136,9 @@ class ApiFamily(abc.ABC):
     usage_markers: tuple[bytes, ...] = (b'"usage"',)
     # Captures the string values that are generated output text, for the estimate.
     output_text: re.Pattern[bytes] = re.compile(rb'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+    # The output text of a response read whole, where it differs from a stream's deltas
+    # (Responses repeats its output in summary events); None: output_text.
+    document_text: re.Pattern[bytes] | None = None
 
     # Prompt tokens the upstream adds that no byte of the body shows (prompt_overhead):
     # a fixed part, per message (role and framing tokens of the chat template), per tool

@@ -369,7 +369,7 @@ class Scanner:
         self.out_rx = family.output_text
         # A family whose stream repeats its output in summary events (Responses) counts
         # only deltas in streams, and the whole text of a buffered body with this pattern.
-        self.doc_rx: re.Pattern[bytes] = getattr(family, "document_text", None) or self.out_rx
+        self.doc_rx: re.Pattern[bytes] = family.document_text or self.out_rx
         self.output_seen = False
         self._chars = 0  # output characters counted so far (see output_chars)
         self._bytes = 0  # their UTF-8 bytes
@@ -386,6 +386,15 @@ class Scanner:
         self._markers = [(m, _marker_rx(m)) for m in family.usage_markers]
         self._dense: set[int] = set()  # markers seen in earlier batches
         self._key_markers = [m for m in family.usage_markers if _JSON_KEY.match(m)]
+        self._setup_framing(content_encoding, hide_injected_usage)
+        # A stream that outruns its hold's output allowance is ended (cutoff.py); a
+        # buffered document cannot be cut mid-way and is settled as it is.
+        self.watch: OutputWatch | None = None
+        if allowance is not None and facts.produces_output and self.framing != "json":
+            self.watch = OutputWatch(family, self.framing, allowance, on_cut)
+
+    def _setup_framing(self, content_encoding: str, hide_injected_usage: bool) -> None:
+        """Decoding, frame cutting, usage-frame hiding and the fast path's state."""
         self._decoder = StreamDecoder(content_encoding or "", self._decoded)
         self._identity = self._decoder.identity and self._decoder.error is None
         self._framer: _Framer
@@ -415,11 +424,6 @@ class Scanner:
         self._defer_text = self._identity and not hide
         self._safe = 0  # stream offset up to which frames are complete
         self._elements = 0  # JSON-array elements complete so far
-        # A stream that outruns its hold's output allowance is ended (cutoff.py); a
-        # buffered document cannot be cut mid-way and is settled as it is.
-        self.watch: OutputWatch | None = None
-        if allowance is not None and facts.produces_output and self.framing != "json":
-            self.watch = OutputWatch(family, self.framing, allowance, on_cut)
 
     # -- results -------------------------------------------------------------------
 
