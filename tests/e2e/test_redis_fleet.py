@@ -9,10 +9,12 @@ once Redis is back.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
+from unittest import mock
 
 import openai
 import pytest
@@ -71,8 +73,12 @@ def fleet(
         for i in range(2)
     ]
     try:
-        for p in proxies:
-            p.start()
+        # A 2 s Redis deadline instead of 0.5 s: this module tests overshoot and outage
+        # healing, and a 40-stream burst on a loaded 2-core CI machine once took longer
+        # than 0.5 s for an answer (503 "ledger not available", fail closed).
+        with mock.patch.dict(os.environ, {"SEATBELT_TEST_LEDGER_TIMING": "timeout=2"}):
+            for p in proxies:
+                p.start()
         yield proxies
     finally:
         for p in proxies:
