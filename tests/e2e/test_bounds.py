@@ -86,8 +86,8 @@ def test_dense_fan_out_never_passes_the_cap(proxy: Proxy, standin: StandIn, fami
     counted = [a for a in lines if "prompt_counted" in a["edits"] and a["outcome"] == "served"]
     if family in ("chat", "messages", "gemini", "ollama"):  # no public tokenizer: the bound
         assert not counted
-    elif family != "completions":  # its 4-prompt requests may not fit even when counted
-        assert counted, family
+    # (Whether a counted request is among the served depends on the race for the cap: the
+    # ones the bound admits may take it all. tests/e2e/test_exact.py shows counting admits.)
     row = proxy.row(key.id)
     assert (row["spent"], row["reserved"]) == (spent, 0), row
 
