@@ -60,8 +60,11 @@ def cut_off(proxy: Proxy, key: Key, standin: StandIn, t: str) -> dict[str, Any]:
     charged = line["prompt_tokens"] + line["completion_tokens"]
     assert charged <= line["reserved"] <= CAP, line
     assert line["completion_tokens"] >= LIMIT, line  # it did generate past the allowance
-    (up,) = standin.received(t)
-    assert up.outcome == "client_gone", up.outcome  # seatbelt closed the upstream
+    # seatbelt closed the upstream; the stand-in sees that on its next write, a moment later
+    up = wait_for("the stand-in to see its client gone",
+                  lambda: next((r for r in standin.received(t) if r.outcome != "pending"), None))
+    assert up.outcome == "client_gone", up.outcome
+    assert len(standin.received(t)) == 1
     assert up.frames_sent < 10_000, up.frames_sent  # it stopped long before its million
     row = proxy.row(key.id)
     assert row["spent"] == charged <= CAP and row["reserved"] == 0, row
