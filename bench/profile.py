@@ -1,6 +1,6 @@
 """Profile a proxy configuration under wrk load with py-spy (PyPI: `pip install py-spy`).
 
-    python -m bench.profile [seatbelt|passthrough|plain] [--body json|sse] [--seconds N]
+    python -m bench.profile [seatbelt|seatbelt@REV|passthrough|plain] [--body json|sse] [--seconds N]
                             [--top N] [--raw FILE]
 
 Starts the bench upstream and one mitmdump, loads it with wrk at 8 connections, samples
@@ -66,13 +66,17 @@ def summary(text: str, top: int = 25) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", nargs="?", default="seatbelt",
-                   choices=proxies.CONFIGS + proxies.EXTRA_CONFIGS)
+                   help="one of " + ", ".join(proxies.CONFIGS + proxies.EXTRA_CONFIGS)
+                   + ", or seatbelt@REV: the addon of another commit")
     p.add_argument("--body", default="json", choices=("json", "sse"))
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--raw", help="also keep the collapsed stacks in this file")
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     a = p.parse_args(argv)
+    if a.config not in proxies.CONFIGS + proxies.EXTRA_CONFIGS \
+            and not a.config.startswith("seatbelt@"):
+        p.error(f"unknown configuration {a.config!r}")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)

@@ -197,6 +197,17 @@ def mode_args(upstream: int, d: Path, upstream_ca: Path | None) -> list[str]:
             "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
 
 
+def seatbelt_options(config: str, d: Path, metrics: int) -> list[str]:
+    """The --set options of a seatbelt configuration. `seatbelt@REV` gets exactly what
+    `seatbelt` gets (an SQLite ledger): an A/B that compared SQLite against memory would
+    measure the ledger, not the commit."""
+    ledger = "memory://" if config == "seatbelt-memory" else f"sqlite:///{d / 'ledger.db'}"
+    return ["--set", f"seatbelt_policy={d / 'policy.yaml'}",
+            "--set", f"seatbelt_ledger={ledger}",
+            "--set", f"seatbelt_metrics=127.0.0.1:{metrics}",
+            "--set", f"seatbelt_audit={d / 'audit.jsonl'}"]
+
+
 def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None,
                 upstream_ca: Path | None = None) -> Proc:
     """Start one mitmdump configuration; returns when it forwards (seatbelt: /readyz)."""
@@ -221,12 +232,7 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
                   "audit": str(d / "audit.jsonl"), "ledger": str(d / "ledger.db")}
         entry = (checkout(config.split("@", 1)[1], workdir) if "@" in config
                  else REPO / "seatbelt" / "addon.py")
-        cmd += ["-s", str(entry),
-                "--set", f"seatbelt_policy={d / 'policy.yaml'}",
-                "--set", "seatbelt_ledger=" + (f"sqlite:///{d / 'ledger.db'}"
-                                               if config == "seatbelt" else "memory://"),
-                "--set", f"seatbelt_metrics=127.0.0.1:{metrics}",
-                "--set", f"seatbelt_audit={d / 'audit.jsonl'}"]
+        cmd += ["-s", str(entry), *seatbelt_options(config, d, metrics)]
     else:
         raise ValueError(f"unknown proxy configuration {config!r}")
     proc = subprocess.Popen(cmd, cwd=d, stdout=log.open("wb"), stderr=subprocess.STDOUT,

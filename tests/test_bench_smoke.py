@@ -296,6 +296,16 @@ def test_against_extracts_that_commits_entry_file(tmp_path):
     with pytest.raises(RuntimeError, match="git archive failed"):
         proxies.checkout("no-such-rev-xyz", tmp_path)
 
+
+def test_the_other_commit_runs_on_the_same_ledger_as_this_one(tmp_path):
+    """The A/B compares commits, not ledgers: seatbelt@REV once ran on memory:// against
+    this commit's SQLite and charged the ledger's cost to the code."""
+    from bench import proxies
+    ours = proxies.seatbelt_options("seatbelt", tmp_path, 1)
+    assert proxies.seatbelt_options("seatbelt@abc123", tmp_path, 1) == ours
+    assert f"seatbelt_ledger=sqlite:///{tmp_path / 'ledger.db'}" in ours
+    assert "seatbelt_ledger=memory://" in proxies.seatbelt_options("seatbelt-memory", tmp_path, 1)
+
 def test_the_exact_part_reports_cost_per_kb_and_the_hot_path_a_b():
     exact = {"count": {"english 1 KB": {"bound_us_per_kb": 2.0, "exact_us_per_kb": 9.5,
                                         "tiktoken_us_per_kb": 60.0, "bound": 1125,
