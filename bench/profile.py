@@ -1,7 +1,7 @@
 """Profile a proxy configuration under wrk load with py-spy (PyPI: `pip install py-spy`).
 
-    python -m bench.profile [seatbelt|seatbelt@REV|passthrough|plain] [--body json|sse] [--seconds N]
-                            [--top N] [--raw FILE]
+    python -m bench.profile [seatbelt|seatbelt@REV|passthrough|plain] [--body json|sse]
+                            [--seconds N] [--top N] [--raw FILE]
 
 Starts the bench upstream and one mitmdump, loads it with wrk at 8 connections, samples
 it with `py-spy record --format raw` (collapsed stacks) and prints the functions with the
