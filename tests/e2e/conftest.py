@@ -416,10 +416,8 @@ def proxy_factory(
         return p.start() if start else p
 
     yield make
-    # In parallel: each mitmdump takes up to a second to settle and exit on SIGTERM, and the
-    # session starts dozens of them (sequentially, this teardown took 9 s of CI).
-    with ThreadPoolExecutor(max(1, len(started))) as pool:
-        list(pool.map(Proxy.stop, started))
+    for p in started:
+        p.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
