@@ -63,13 +63,28 @@ class OutputWatch:
         self.newlines += n
         return self.newlines // self.per_frame > self.allowance
 
+    def _seen(self) -> int:
+        """Frames with text in what was scanned: the cheap bound, or, once it could have
+        passed the allowance, the exact count."""
+        bound = self.newlines // self.per_frame
+        return self.frames if bound > self.allowance else bound
+
     def headroom(self) -> int:
         """Bytes the scanner may forward unscanned before the frames that carried text
         could pass the allowance: each takes min_frame bytes at least, and no more of them
         went by than the cheap bound says (or, once it is counted, the exact number)."""
-        bound = self.newlines // self.per_frame
-        seen = self.frames if bound > self.allowance else bound
-        return max((self.allowance + 1 - seen) * self.min_frame, 1)
+        return max((self.allowance + 1 - self._seen()) * self.min_frame, 1)
+
+    def room(self, unscanned_newlines: int) -> int:
+        """Bytes that may go by unscanned after these, when `unscanned_newlines` newlines
+        went by unscanned since the last scan: they end at most that many frames over
+        per_frame (rounded up: the first may have begun its end before), one more may be
+        under way, and each further frame takes min_frame bytes at least. 0: scan now.
+        What the scanner checks when headroom() runs out, instead of scanning the batch:
+        a count of newlines is a C pass, a scan is Python work per batch."""
+        ended = -(-unscanned_newlines // self.per_frame)
+        left = self.allowance + 1 - self._seen() - ended - 1
+        return left * self.min_frame if left > 0 else 0
 
     def text_frames(self, n: int) -> None:
         self.frames += n

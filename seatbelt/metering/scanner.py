@@ -414,6 +414,10 @@ class Scanner:
         # the kept length up to which chunks may join unscanned; -1: off.
         self._mark = -1
         self._fast_limit = -1
+        # Held streams (cutoff.py): the kept offset up to which the fast path counted the
+        # newlines that went by unscanned since _mark, and their number (_stretch).
+        self._looked = -1
+        self._unscanned_newlines = 0
         self._batch: list[bytes] = []  # chunks received after the first output, not scanned
         self._batched = 0  # their length
         # Text counting of SSE/NDJSON regions that are wholly in the kept copy is deferred
@@ -498,9 +502,31 @@ class Scanner:
             return self._forward(chunk)
         if watch.ended:
             return [] if chunk else b""  # the stream was cut off: nothing more goes out
+        if self._mark >= 0 and self._stretch(watch, chunk):
+            return chunk
         start = self.bytes_in
         out = self._forward(chunk)
         return self._cut(watch, chunk, start, out) if watch.passed else out
+
+    def _stretch(self, watch: OutputWatch, chunk: bytes) -> bool:
+        """The fast path's window ran out on a held stream (_batch_limit shrinks it as the
+        stream nears its allowance): count the newlines that went by unscanned (no copy)
+        and, while the frames they could have ended leave room under the allowance
+        (OutputWatch.room), take the chunk unscanned with a new window. True: taken."""
+        n = len(chunk)
+        kept = self._kept
+        end = len(kept) + n
+        if not n or not self._identity or end > min(self._mark + BATCH, self.keep_limit):
+            return False  # a compressed stream's bytes have no newlines to count
+        self._unscanned_newlines += kept.count(b"\n", self._looked) + chunk.count(b"\n")
+        self._looked = end
+        room = watch.room(self._unscanned_newlines)
+        if not room:
+            return False  # _forward scans the batch with this chunk (_catch_up)
+        kept += chunk
+        self.bytes_in += n
+        self._fast_limit = min(end + room, self._mark + BATCH, self.keep_limit)
+        return True
 
     def _cut(self, watch: OutputWatch, chunk: bytes, start: int,
              out: bytes | list[bytes]) -> list[bytes]:
@@ -546,7 +572,8 @@ class Scanner:
             data = chunk
             if self.output_seen and whole and not self._batch:
                 # Left in the kept copy for _catch_up; the fast path takes the next ones.
-                self._mark = len(kept) - len(chunk)
+                self._mark = self._looked = len(kept) - len(chunk)
+                self._unscanned_newlines = 0
                 self._fast_limit = min(self._mark + self._batch_limit(), self.keep_limit)
                 return chunk
             if self.output_seen:

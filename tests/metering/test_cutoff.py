@@ -179,3 +179,34 @@ def test_watch_counts() -> None:
     w.reported(4)
     assert w.passed and w.headroom() == 17  # one SSE text frame: `data:`, 10 bytes, `\n\n`
     assert isinstance(stop_error(3), ErrorShape)
+
+
+def test_room_counts_the_frames_unscanned_newlines_could_have_ended() -> None:
+    w = OutputWatch(Anthropic(), "sse", 3)
+    # Allowance 3: 4 frames at most before the cut, one of them under way.
+    assert w.room(0) == 3 * 17
+    assert w.room(1) == w.room(2) == 2 * 17  # a frame's end may have begun before
+    assert w.room(4) == 17 and w.room(5) == 0  # two, then three frames ended: scan now
+    w.lines(2)  # the scan saw one frame
+    assert w.room(0) == 2 * 17 and w.room(3) == 0
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_a_held_stream_near_its_allowance_is_scanned_in_few_batches_and_cut_on_time(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window of unscanned bytes shrinks as a stream nears its allowance; counting
+    the newlines that went by (Scanner._stretch) instead of scanning each shrunk batch
+    keeps the batches few, and the cut still comes with the first frame past it."""
+    body_frames, content = long_stream(name, 400)
+    regions: list[int] = []
+    real = Scanner._region
+    monkeypatch.setattr(Scanner, "_region", lambda sc, region, *a, **k: (
+        regions.append(len(region)), real(sc, region, *a, **k))[1])
+    within = scanner(name, 500)
+    assert b"".join(run(within, body_frames[:300])) == b"".join(body_frames[:300])
+    assert not within.cut_off and len(regions) <= 10, regions  # 10-28 before _stretch
+    sc = scanner(name, 256)
+    out = run(sc, body_frames)
+    assert sc.cut_off
+    if name != "gemini_stream":  # its running candidatesTokenCount passes first
+        assert b"".join(out[:-2]).count(content) == 257
