@@ -12,6 +12,7 @@ route by it).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from mitmproxy import http
@@ -27,6 +28,7 @@ HOST_MISMATCH = "host_mismatch"  # the endpoint of a "refused" route: see host_m
 _NAMED_DESTINATION = frozenset({"regular", "reverse", "upstream", "socks5"})
 
 
+@functools.lru_cache(maxsize=1024)  # a request asks 2-4 times, of a handful of hosts
 def is_ip(host: str) -> bool:
     if ":" not in host and not host.replace(".", "").isdigit():
         return False  # a name: ip_address() would take ~3 us to raise

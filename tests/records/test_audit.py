@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from seatbelt.records.audit import AUDIT_FIELDS, EXTRA_FIELDS, AuditLog, audit_record, format_ts
+from seatbelt.records.audit import (
+    AUDIT_FIELDS,
+    EXTRA_FIELDS,
+    AuditLog,
+    AuditRecord,
+    audit_record,
+    format_ts,
+)
 
 CONTRACT_ORDER = (
     "ts", "flow_id", "account", "key", "credential_fp", "provider", "host", "path", "model",
@@ -198,3 +205,15 @@ def test_a_lone_surrogate_from_a_client_still_gets_its_line(tmp_path):
     log.close()
     recs = [json.loads(line) for line in path.read_bytes().decode("utf-8").splitlines()]
     assert [(r["flow_id"], r["model"]) for r in recs] == [("a", hostile), ("b", "modèle")]
+
+
+@pytest.mark.parametrize("over", [
+    {}, {"path": "/v1beta/models/x:generateContent?key=AIzaSECRET"},
+    {"credential_fp": "sk-not-a-fingerprint"}, {"credential_fp": "5E884898DA28FFFF"},
+    {"edits": ["usage_requested", "max_tokens_added"], "cost_usd": 0.5}])
+def test_an_audit_record_line_is_what_audit_record_makes(over: dict) -> None:
+    given = {**fields(ts=1_700_000_000.25), **over}
+    rec = AuditRecord(**{**given, "edits": tuple(given["edits"])})
+    line = rec.as_line()
+    expected = audit_record(**given)
+    assert list(line) == list(expected) and line == expected
