@@ -77,6 +77,7 @@ log = logging.getLogger("seatbelt")
 T = TypeVar("T")
 
 SCHEMA_VERSION = "1"
+PAGE_SIZE = 1024  # bytes, for a new ledger file (_connect)
 NO_START = -(2**62)  # window_start() None: every bucket counts
 
 SCHEMA = """
@@ -213,6 +214,11 @@ class SqliteLedger(Ledger):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:
+            # A new file only (SQLite ignores it once the file has pages): each commit
+            # appends every page it changed to the WAL, and ours change a few rows of a
+            # few small tables; 1 KiB pages took a reserve+settle commit from ~103 to
+            # ~72 us here (a same-schema microbenchmark, 5,000 commits, median of 3).
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":

@@ -441,3 +441,24 @@ async def test_a_crash_before_the_commit_leaves_the_hold_to_be_charged_whole(
     assert alive.reclaimed_total == 1  # the dead owner's hold: orphaned, charged whole
     assert await state(alive) == (7, 0)
     await alive.close()
+
+
+async def test_a_new_file_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """1 KiB pages make each commit's WAL frames smaller (seatbelt/ledger/sqlite.py
+    PAGE_SIZE); a ledger made before keeps 4 KiB pages and works the same."""
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")  # a file with pages: its page size is fixed
+    conn.close()
+    for path, size in ((tmp_path / "new.db", 1024), (old, 4096)):
+        ledger = SqliteLedger(str(path))
+        await ledger.open()
+        r = await ledger.reserve([KEY, ACCOUNT], 500)
+        await ledger.settle(r.hold_id, 300, source="reported")
+        await ledger.close()
+        check = sqlite3.connect(path)
+        assert check.execute("PRAGMA page_size").fetchone()[0] == size
+        assert check.execute("SELECT SUM(tokens) FROM spend WHERE subject = 'account:r'"
+                             ).fetchone()[0] == 300
+        check.close()
