@@ -20,6 +20,9 @@ import asyncio
 import concurrent.futures
 import json
 import multiprocessing
+import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,9 +133,26 @@ def _splice(d: dict[str, Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def follow_parent(parent: int) -> None:
+    """In the worker: exit once the proxy that spawned it is gone. A SIGKILLed proxy never
+    tells its pool to stop, and the worker waits on a queue whose write end it holds itself,
+    so it would wait for ever (~70 MB each, one per crash)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="seatbelt-parent-watch", daemon=True).start()
+
+
 class BodyWorker:
     """One worker process, started on first use (spawned: mitmproxy's process has threads,
-    so it is not forked); a worker that died is replaced for the next body."""
+    so it is not forked); a worker that died is replaced for the next body, and a worker
+    whose proxy died exits (follow_parent)."""
 
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -140,7 +160,8 @@ class BodyWorker:
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=follow_parent, initargs=(os.getpid(),))
         return self._pool
 
     def start(self) -> None:

@@ -101,3 +101,37 @@ def test_the_worker_process_reads_a_body():
         worker.close()
     assert read.kind == "ok" and read.facts is not None and read.facts.max_output == 4
     assert read.prompt_bound == estimate.prompt_bound(CHAT, chat(max_tokens=4), raw)
+
+
+def test_the_worker_exits_when_its_proxy_is_killed():
+    """A SIGKILLed proxy cannot stop its pool: the worker notices its parent is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
+            "import time\nfrom seatbelt.admission import bodyworker\n"
+            "w = bodyworker.BodyWorker()\n"
+            "print(w._executor().submit(__import__('os').getpid).result(60), flush=True)\n"
+            "time.sleep(600)\n")
+    proxy = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout is not None
+        worker = int(proxy.stdout.readline())
+        os.kill(worker, 0)  # alive while its proxy is
+    finally:
+        proxy.send_signal(signal.SIGKILL)
+        proxy.wait(10)
+    deadline = time.monotonic() + 10  # it looks once a second (PARENT_CHECK_SECONDS)
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError(f"worker {worker} outlived its killed proxy")
