@@ -138,13 +138,31 @@ ensure_compat() {
     printf '%s\n' "$compat"
 }
 
+# True when the pytest arguments select the whole suite (none, or only --durations): then the
+# main pass is split as run_tests says; any other selection runs as given, in one pytest.
+whole_suite() {
+    local arg
+    for arg in "$@"; do
+        case "$arg" in --durations=*) ;; *) return 1 ;; esac
+    done
+    return 0
+}
+
 run_tests() {
     ensure_main
     local compat_dir rc=0 rc2=0
     compat_dir=$( [ -n "${SEATBELT_NO_COMPAT:-}" ] || ensure_compat )
 
     log "main pass: $(describe_env "$venv") ($venv)"
-    "$venv/bin/python" -m pytest "$@" || rc=$?
+    if whole_suite "$@"; then
+        # The whole suite: the tests that start no mitmdump on every core (by file: a file's
+        # fixtures stay in one worker), then the e2e ones one at a time (they share network
+        # namespaces, container names and timing).
+        "$venv/bin/python" -m pytest -m "not e2e" -n auto --dist loadfile "$@" || rc=$?
+        "$venv/bin/python" -m pytest -m e2e "$@" || rc=$(( rc ? rc : $? ))
+    else
+        "$venv/bin/python" -m pytest "$@" || rc=$?
+    fi
     if [ -z "$compat_dir" ]; then
         return "$rc"
     fi
