@@ -210,3 +210,25 @@ def test_a_held_stream_near_its_allowance_is_scanned_in_few_batches_and_cut_on_t
     assert sc.cut_off
     if name != "gemini_stream":  # its running candidatesTokenCount passes first
         assert b"".join(out[:-2]).count(content) == 257
+
+
+@pytest.mark.parametrize("per_chunk", [1, 25])
+def test_an_upstream_that_switches_to_tiny_frames_near_the_allowance_is_cut_on_time(
+        per_chunk: int) -> None:
+    """The windows near the allowance are sized from the smallest text frame, whatever the
+    frames before them looked like: an upstream that sends long frames first and then packs
+    minimal ones (one per chunk, or many per chunk) is still cut where it passes."""
+    body_frames, content = long_stream("openai_chat_stream", 150)
+    head = body_frames[:body_frames.index(content) + 150]
+    tiny = b'data:{"choices":[{"delta":{"content":"x"}}]}\n\n'
+    tail = [tiny * per_chunk] * (400 // per_chunk)
+    sc = scanner("openai_chat_stream", 256)
+    out = run(sc, head + tail)
+    assert sc.cut_off
+    sent = b"".join(out[:-2])
+    assert sent.count(content) == 150
+    text_frames = 150 + sent.count(tiny)
+    if per_chunk == 1:
+        assert text_frames == 257  # cut with the first frame past the allowance
+    else:  # cut after the read that passed it: at most that read's frames too many
+        assert 257 <= text_frames <= 256 + per_chunk
