@@ -83,7 +83,7 @@ class OutputWatch:
         What the scanner checks when headroom() runs out, instead of scanning the batch:
         a count of newlines is a C pass, a scan is Python work per batch."""
         ended = -(-unscanned_newlines // self.per_frame)
-        left = self.allowance + 1 - self._seen() - ended - 1
+        left = self.allowance - self._seen() - ended  # allowance + 1, less the one under way
         return left * self.min_frame if left > 0 else 0
 
     def text_frames(self, n: int) -> None:

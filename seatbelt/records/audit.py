@@ -108,6 +108,11 @@ def audit_record(**fields: Any) -> dict[str, Any]:
     record = {f: fields[f] for f in AUDIT_FIELDS}
     for f in EXTRA_FIELDS:
         record[f] = fields.get(f)
+    return _normalized(record)
+
+
+def _normalized(record: dict[str, Any]) -> dict[str, Any]:
+    """The written forms: RFC 3339 `ts`, no query on `path`, a 12-hex fingerprint, a list."""
     record["ts"] = format_ts(record["ts"])
     record["path"] = strip_query(record["path"])
     record["credential_fp"] = _check_fp(record["credential_fp"])
@@ -196,12 +201,7 @@ class AuditRecord:
         """What audit_record(**fields) returns, without checking the field names again per
         line: the class's fields are the line's (checked once, below)."""
         own = self.__dict__  # asdict() deep-copies: ~30 us a line
-        record = {f: own[f] for f in _LINE_FIELDS}
-        record["ts"] = format_ts(self.ts)
-        record["path"] = strip_query(self.path)
-        record["credential_fp"] = _check_fp(self.credential_fp)
-        record["edits"] = list(self.edits)
-        return record
+        return _normalized({f: own[f] for f in _LINE_FIELDS})
 
 
 _LINE_FIELDS = AUDIT_FIELDS + EXTRA_FIELDS
@@ -252,10 +252,13 @@ class AuditLog:
         if not self.path:
             return
         try:
-            rec = record.as_line() if isinstance(record, AuditRecord) else dict(record)
-            rec["ts"] = format_ts(rec.get("ts"))
-            if "path" in rec:
-                rec["path"] = strip_query(rec["path"])
+            if isinstance(record, AuditRecord):
+                rec = record.as_line()  # normalized there
+            else:
+                rec = dict(record)
+                rec["ts"] = format_ts(rec.get("ts"))
+                if "path" in rec:
+                    rec["path"] = strip_query(rec["path"])
             line = _encode_line(rec)
         except (TypeError, ValueError, OverflowError, OSError, RecursionError) as e:
             # a bad value must cost one line, not the request
