@@ -103,3 +103,51 @@ def test_a_flow_without_credentials_is_left_as_it_is():
     hide(f.request)
     assert type(f.request.data) is http.RequestData and f.request.data is before
     assert type(f.request.data.path) is bytes
+
+
+def test_hiding_again_what_unhide_gave_back_takes_the_hidden_fields_it_made():
+    """The request hook's unhide/hide round trip: each way one assignment (no new tuple)
+    while nothing changed the headers in between."""
+    from seatbelt.records.redact import HiddenCredential, hide, unhide
+
+    f = _in_flight("/v1/chat/completions", authorization="Bearer sk-round-trip-0")
+    hide(f.request)
+    hidden = f.request.headers.fields
+    unhide(f.request)
+    plain = f.request.headers.fields
+    assert not any(isinstance(v, HiddenCredential) for _, v in plain)
+    assert f.request.headers["authorization"] == "Bearer sk-round-trip-0"
+    hide(f.request)
+    assert f.request.headers.fields is hidden
+    unhide(f.request)
+    assert f.request.headers.fields is plain
+
+
+def test_a_credential_changed_while_unhidden_is_hidden_as_the_new_one():
+    """A virtual key's swap (or any header change) between unhide and hide: the new value
+    is hidden and goes upstream; the old fields are never put back."""
+    from mitmproxy.net.http.http1.assemble import assemble_request
+
+    from seatbelt.records.redact import HIDDEN, hide, unhide
+
+    f = _in_flight("/v1/chat/completions", authorization="Bearer sk-virtual-0")
+    hide(f.request)
+    unhide(f.request)
+    f.request.headers["authorization"] = "Bearer sk-real-upstream-1"
+    hide(f.request)
+    wire = assemble_request(f.request)
+    assert b"Bearer sk-real-upstream-1" in wire and b"sk-virtual-0" not in wire
+    assert f.request.headers["authorization"] == HIDDEN
+    unhide(f.request)
+    assert f.request.headers["authorization"] == "Bearer sk-real-upstream-1"
+
+
+def test_a_scrubbed_request_keeps_no_plain_credential_anywhere_on_it():
+    from seatbelt.records.redact import hide, unhide
+
+    f = _in_flight("/v1/chat/completions", authorization="Bearer sk-kept-nowhere-9")
+    hide(f.request)
+    unhide(f.request)
+    hide(f.request)
+    redact_flow(f)
+    assert "sk-kept-nowhere-9" not in repr(vars(f.request)) + repr(f.request.headers.fields)
