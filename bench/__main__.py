@@ -144,10 +144,14 @@ class Bench:
         self.result["checks"].append("every configuration passed the upstream's bytes "
                                      "unchanged (JSON and SSE)")
 
-    def throughput(self, procs: dict[str, proxies.Proc]) -> None:
-        runs: dict[str, dict[str, list[dict[str, float]]]] = {
-            b: {c: [] for c in self.configs} for b in ("json", "sse")}
-        for rnd in range(self.args.rounds):
+    def new_runs(self) -> dict[str, dict[str, list[dict[str, float]]]]:
+        return {b: {c: [] for c in self.configs} for b in ("json", "sse")}
+
+    def throughput(self, procs: dict[str, proxies.Proc], rounds: list[int],
+                   runs: dict[str, dict[str, list[dict[str, float]]]]) -> None:
+        """These rounds of the throughput runs, added to `runs` (summed up by
+        throughput_result once every start of the proxies has had its rounds)."""
+        for rnd in rounds:
             for body in ("json", "sse"):
                 for c in self.order(rnd):
                     before = procs[c].cpu_seconds()
@@ -157,26 +161,58 @@ class Bench:
                                           * 1e6})
             log(f"throughput round {rnd + 1}/{self.args.rounds}: " + ", ".join(
                 f"{b} {c} {runs[b][c][-1]['rps']:.0f}" for b in runs for c in self.configs))
+
+    def throughput_result(self, runs: dict[str, dict[str, list[dict[str, float]]]]) -> None:
         self.result["throughput"] = {
             b: {c: {"rps": round(median_of(runs[b][c], "rps")),
                     "cpu_us": round(median_of(runs[b][c], "cpu_us")),
                     "rounds": [round(r["rps"]) for r in runs[b][c]]} for c in self.configs}
             for b in runs}
 
-    def latency(self, procs: dict[str, proxies.Proc]) -> None:
-        runs: dict[str, dict[str, list[dict[str, float]]]] = {
-            b: {c: [] for c in self.configs} for b in ("json", "sse")}
-        for rnd in range(self.args.rounds):
+    def latency(self, procs: dict[str, proxies.Proc], rounds: list[int],
+                runs: dict[str, dict[str, list[dict[str, float]]]]) -> None:
+        for rnd in rounds:
             for body in ("json", "sse"):
                 for c in self.order(rnd):
                     res = self.wrk(procs[c], body, 1, self.args.latency_seconds)
                     runs[body][c].append({"p50_ms": res.latency_ms["50"],
                                           "p99_ms": res.latency_ms["99"]})
+
+    def latency_result(self, runs: dict[str, dict[str, list[dict[str, float]]]]) -> None:
         self.result["latency"] = {
             b: {c: {"p50_ms": median_of(runs[b][c], "p50_ms"),
                     "p99_ms": median_of(runs[b][c], "p99_ms")} for c in self.configs}
             for b in runs}
         log(f"latency: {self.result['latency']}")
+
+    def proxy_parts(self, up: proxies.Proc, parts: set[str]) -> None:
+        """Throughput, latency and ttfb against the configurations. With --restarts N the
+        proxies are started afresh N times and the rounds dealt out over the starts: two
+        processes of the same code differ by up to ~6% in requests/s here (A/A runs, see
+        docs/speed.md), so a median over one process per configuration can mislead an A/B."""
+        starts = max(1, min(self.args.restarts, self.args.rounds))
+        tp, lat = self.new_runs(), self.new_runs()
+        for start in range(starts):
+            rounds = [r for r in range(self.args.rounds) if r % starts == start]
+            self.scripts.clear()  # each start gives the seatbelt proxies new credentials
+            with proxies.started(self.configs, up.port, self.tmp, self.proxy_cpus) as procs:
+                if start == 0:
+                    self.verify(procs)
+                for c in self.configs:  # warm-up: imports, caches, SQLite WAL
+                    self.wrk(procs[c], "json", 8, 1)
+                    self.wrk(procs[c], "sse", 8, 1)
+                if "throughput" in parts:
+                    self.throughput(procs, rounds, tp)
+                if "latency" in parts:
+                    self.latency(procs, rounds, lat)
+                if start == starts - 1:
+                    if "ttfb" in parts:
+                        self.ttfb(up, procs)
+                    self.audit_check(procs)
+        if "throughput" in parts:
+            self.throughput_result(tp)
+        if "latency" in parts:
+            self.latency_result(lat)
 
     def ttfb(self, up: proxies.Proc, procs: dict[str, proxies.Proc]) -> None:
         targets = {"upstream": up, **procs}
@@ -353,7 +389,10 @@ class Bench:
         a = self.args
         env = environment()
         env["method"] = (
-            f"{a.rounds} round(s) alternating the configurations, {a.seconds:g} s per "
+            f"{a.rounds} round(s) alternating the configurations"
+            + (f" over {min(a.restarts, a.rounds)} starts of the proxies"
+               if a.restarts > 1 else "")
+            + f", {a.seconds:g} s per "
             f"throughput run and {a.latency_seconds:g} s per latency run; "
             + ("proxy pinned to its own core, upstream and wrk on the other."
                if self.proxy_cpus else "no CPU pinning.")
@@ -369,18 +408,7 @@ class Bench:
                 if parts & {"throughput", "latency", "ttfb"}:
                     if "throughput" in parts:
                         self.upstream_alone(up)
-                    with proxies.started(self.configs, up.port, self.tmp, self.proxy_cpus) as procs:
-                        self.verify(procs)
-                        for c in self.configs:  # warm-up: imports, caches, SQLite WAL
-                            self.wrk(procs[c], "json", 8, 1)
-                            self.wrk(procs[c], "sse", 8, 1)
-                        if "throughput" in parts:
-                            self.throughput(procs)
-                        if "latency" in parts:
-                            self.latency(procs)
-                        if "ttfb" in parts:
-                            self.ttfb(up, procs)
-                        self.audit_check(procs)
+                    self.proxy_parts(up, parts)
                 if "memory" in parts:
                     self.memory(up)
             finally:
@@ -428,6 +456,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--against", metavar="REV",
                    help="also run seatbelt as of commit REV in the same rounds (A/B; e.g. "
                         "HEAD~1); results add seatbelt / seatbelt@REV")
+    p.add_argument("--restarts", type=int, default=1, metavar="N",
+                   help="start the proxies afresh N times, the rounds dealt out over the "
+                        "starts (for an A/B: medians over N processes per configuration)")
     p.add_argument("--memory-ledger", action="store_true",
                    help="also run seatbelt with the in-memory ledger (how much is SQLite)")
     p.add_argument("--install-wrk", action="store_true",
