@@ -94,6 +94,8 @@ class Bench:
         self.configs: tuple[str, ...] = (
             CONFIGS + (proxies.EXTRA_CONFIGS if args.memory_ledger else ())
             + ((f"seatbelt@{args.against}",) if args.against else ()))
+        # --restarts: how many times the proxies are started, at most one per round.
+        self.starts = max(1, min(args.restarts, args.rounds))
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -190,7 +192,7 @@ class Bench:
         proxies are started afresh N times and the rounds dealt out over the starts: two
         processes of the same code differ by up to ~6% in requests/s here (A/A runs, see
         docs/speed.md), so a median over one process per configuration can mislead an A/B."""
-        starts = max(1, min(self.args.restarts, self.args.rounds))
+        starts = self.starts
         tp, lat = self.new_runs(), self.new_runs()
         for start in range(starts):
             rounds = [r for r in range(self.args.rounds) if r % starts == start]
@@ -390,8 +392,7 @@ class Bench:
         env = environment()
         env["method"] = (
             f"{a.rounds} round(s) alternating the configurations"
-            + (f" over {min(a.restarts, a.rounds)} starts of the proxies"
-               if a.restarts > 1 else "")
+            + (f" over {self.starts} starts of the proxies" if self.starts > 1 else "")
             + f", {a.seconds:g} s per "
             f"throughput run and {a.latency_seconds:g} s per latency run; "
             + ("proxy pinned to its own core, upstream and wrk on the other."

@@ -103,8 +103,8 @@ def _shown(value: bytes) -> bytes:
 
 # On a request whose headers hide() hid: (the hidden fields, the fields they were made
 # from). The request hook gives the credentials back (unhide) and hides them again; while
-# nothing changed the headers in between, each way is one assignment (~10 us a request
-# less, measured under cProfile in mitmdump). Not part of the request's state: never saved.
+# nothing changed the headers in between, each way is one assignment (unhide + hide: 6.5 ->
+# 1.3 us, timeit). Not part of the request's state: never saved; redact_flow drops it.
 _SWAP = "_seatbelt_hidden_fields"
 
 

@@ -151,3 +151,33 @@ def test_a_scrubbed_request_keeps_no_plain_credential_anywhere_on_it():
     hide(f.request)
     redact_flow(f)
     assert "sk-kept-nowhere-9" not in repr(vars(f.request)) + repr(f.request.headers.fields)
+
+
+def test_every_credential_of_a_many_credential_request_stays_hidden_over_round_trips():
+    """An agent that sends its key in several places and spellings at once (two credential
+    headers, one in odd case, and `key=`): each unhide/hide round trip of the request hook
+    hides every one of them again, and every one still goes upstream as itself."""
+    from mitmproxy import http
+    from mitmproxy.net.http.http1.assemble import assemble_request
+
+    from seatbelt.records.redact import HIDDEN, HIDDEN_QUERY, hide, unhide
+
+    f = tflow.tflow()
+    f.request.path = "/v1beta/models/m:generateContent?key=AIza-many-2&alt=sse"
+    f.request.headers = http.Headers([(b"AuThOrIzAtIoN", b"Bearer sk-many-0"),
+                                      (b"x-goog-api-key", b"AIza-many-1"),
+                                      (b"content-type", b"application/json")])
+    for _ in range(3):
+        hide(f.request)
+        shown = repr(f.request.headers) + f.request.path
+        for secret in ("sk-many-0", "AIza-many-1", "AIza-many-2"):
+            assert secret not in shown
+        assert f.request.headers["authorization"] == HIDDEN
+        assert f.request.headers["x-goog-api-key"] == HIDDEN
+        assert f.request.query["key"] == HIDDEN_QUERY
+        wire = assemble_request(f.request)
+        for secret in (b"Bearer sk-many-0", b"AIza-many-1", b"key=AIza-many-2"):
+            assert secret in wire
+        unhide(f.request)
+        assert f.request.headers["authorization"] == "Bearer sk-many-0"
+        assert f.request.query["key"] == "AIza-many-2"
