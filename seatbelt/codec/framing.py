@@ -5,8 +5,9 @@ Pure functions (no I/O, no state beyond their arguments), shared by the scanner
 content view (seatbelt/ui/contentview.py, which shows a whole body). One reading of each
 format means the same upstream error reads the same in the audit log and in mitmweb.
 
-Formats: SSE events (separated by a blank line, LF or CRLF), NDJSON lines, a top-level
-JSON array streamed in pieces (Gemini without alt=sse) and one whole JSON document.
+Formats: SSE events (separated by a blank line, LF or CRLF; a stream whose lines end in a
+lone CR is read through CR_TO_LF), NDJSON lines, a top-level JSON array streamed in pieces
+(Gemini without alt=sse) and one whole JSON document.
 """
 
 from __future__ import annotations
@@ -19,6 +20,24 @@ ERROR_TEXT_MAX = 200  # an error description is cut to this many characters
 
 
 # ------------------------------------------------------------------ frame boundaries
+
+# The SSE spec ends a line with CRLF, LF or a lone CR, and the SDKs' decoders take all
+# three. A stream in lone CRs is read with each CR as an LF: the same length, so every
+# offset (the frames hidden or cut, seatbelt/metering/scanner.py) stays the stream's own.
+CR_TO_LF = bytes.maketrans(b"\r", b"\n")
+
+
+def sse_lone_cr(buf: bytes) -> bool | None:
+    """Does an SSE stream end its lines with a lone CR? Judged by its first line end;
+    None while buf has not shown one (a CR last in buf may be half of a CRLF)."""
+    cr = buf.find(b"\r")
+    lf = buf.find(b"\n", 0, cr if cr >= 0 else len(buf))
+    if lf >= 0:
+        return False
+    if cr < 0 or cr + 1 == len(buf):
+        return None
+    return buf[cr + 1] != 10
+
 
 
 def sse_first_end(buf: bytes, start: int) -> int:
@@ -94,7 +113,10 @@ def sse_payload(event: bytes) -> tuple[bytes | None, str | None]:
 
 
 def sse_events(body: bytes) -> list[bytes]:
-    """A whole SSE body cut into its events (the last one may be unterminated)."""
+    """A whole SSE body cut into its events (the last one may be unterminated); a body in
+    lone CRs comes back with LFs (CR_TO_LF)."""
+    if sse_lone_cr(body):
+        body = body.translate(CR_TO_LF)
     out: list[bytes] = []
     at = 0
     while True:

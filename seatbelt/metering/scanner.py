@@ -132,6 +132,8 @@ class _TextCarry:
 class _Framer:
     """Cuts a decoded stream into frames and hands complete batches to the scanner."""
 
+    newline = b"\n"  # the byte that ends the stream's lines (counted by Scanner._stretch)
+
     def feed(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -140,11 +142,13 @@ class _Framer:
 
 
 class _LineFramer(_Framer):
-    """SSE events (separated by a blank line, LF or CRLF) or NDJSON lines."""
+    """SSE events (separated by a blank line: LF, CRLF or lone CR) or NDJSON lines."""
 
     def __init__(self, sc: Scanner, sse: bool) -> None:
         self.sc = sc
         self.sse = sse
+        # SSE in lone CRs (frames.sse_lone_cr): None until the first line end shows it.
+        self.lone_cr: bool | None = None if sse else False
         self.pending = b""
         self.pos = 0  # stream offset of `pending`
         self.big: _Doc | None = None
@@ -155,6 +159,8 @@ class _LineFramer(_Framer):
         self._last_end = frames.sse_last_end if sse else frames.line_last_end
 
     def feed(self, data: bytes) -> None:
+        if self.lone_cr is not False:
+            data = self._as_lf(data)
         if self.big is not None:
             data = self._feed_big(data)
             if self.big is None and data:
@@ -173,6 +179,16 @@ class _LineFramer(_Framer):
             self._feed_big(buf)
         else:
             self.pending = buf
+
+    def _as_lf(self, data: bytes) -> bytes:
+        """The data of an SSE stream in lone CRs with LFs for them (the same length)."""
+        if self.lone_cr is None:
+            self.lone_cr = frames.sse_lone_cr(self.pending + data)
+            if not self.lone_cr:
+                return data
+            self.newline = b"\r"
+            self.pending = self.pending.translate(frames.CR_TO_LF)
+        return data.translate(frames.CR_TO_LF)
 
     def _feed_big(self, data: bytes) -> bytes:
         """Feed an oversized frame until it ends; return what follows it."""
@@ -518,7 +534,8 @@ class Scanner:
         end = len(kept) + n
         if not n or not self._identity or end > min(self._mark + BATCH, self.keep_limit):
             return False  # a compressed stream's bytes have no newlines to count
-        self._unscanned_newlines += kept.count(b"\n", self._looked) + chunk.count(b"\n")
+        newline = self._framer.newline
+        self._unscanned_newlines += kept.count(newline, self._looked) + chunk.count(newline)
         self._looked = end
         room = watch.room(self._unscanned_newlines)
         if not room:

@@ -24,6 +24,21 @@ def test_sse_events_cut_on_lf_and_crlf_blank_lines_and_keep_an_unterminated_tail
     assert framing.sse_frame_start(body, body.index(b"2")) == body.index(b"data: 2")
 
 
+@pytest.mark.parametrize("buf,lone_cr", [
+    (b"data: 1\r\rdata: 2", True), (b"data: 1\r\n\r\n", False), (b"data: 1\n\n", False),
+    (b"data: 1\n\r", False), (b"data: 1\r", None), (b"data: 1", None), (b"", None)])
+def test_a_stream_in_lone_crs_is_told_by_its_first_line_end(
+        buf: bytes, lone_cr: bool | None) -> None:
+    assert framing.sse_lone_cr(buf) is lone_cr
+
+
+def test_sse_events_of_a_body_in_lone_crs_are_its_events_with_lfs() -> None:
+    body = b"data: 1\r\r: ping\r\revent: x\rdata: 2\r\rdata: 3"
+    assert framing.sse_events(body) == [b"data: 1\n\n", b": ping\n\n", b"event: x\ndata: 2\n\n",
+                                         b"data: 3"]
+    assert [framing.sse_payload(e) for e in framing.sse_events(body)][2] == (b"2", None)
+
+
 def test_sse_payload_joins_data_lines_and_reads_the_error_field() -> None:
     assert framing.sse_payload(b"event: x\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n") == (
         b'{"a":\n1}', None)

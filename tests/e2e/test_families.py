@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import (
     Key,
     Proxy,
+    anthropic_client,
     chat,
     http_module,
     openai_client,
@@ -33,8 +34,10 @@ O_BUF, O_STREAM, O_CAP, O_GONE, O_GZ = (Key("o-buf"), Key("o-stream"), Key("o-ca
 A_STREAM, A_BUF, A_CAP, A_OLD, A_GONE = (Key("a-stream"), Key("a-buf"), Key("a-cap", cap=20),
                                          Key("a-old"), Key("a-gone"))
 COMPAT = Key("compat")
+CR_OPENAI, CR_ANTHROPIC = Key("cr-openai"), Key("cr-anthropic")
 KEYS = [R_BUF, R_STREAM, R_CAP, R_BG, R_GONE, G_BUF, G_SSE, G_ARR, G_CAP, G_GONE, O_BUF,
-        O_STREAM, O_CAP, O_GONE, O_GZ, A_STREAM, A_BUF, A_CAP, A_OLD, A_GONE, COMPAT]
+        O_STREAM, O_CAP, O_GONE, O_GZ, A_STREAM, A_BUF, A_CAP, A_OLD, A_GONE, COMPAT,
+        CR_OPENAI, CR_ANTHROPIC]
 FALLBACK = 300
 ROUTES = """routes:
   - path: /openai/deployments/old-*
@@ -379,3 +382,30 @@ def test_policy_route_can_take_a_path_off_the_llm_routes(proxy: Proxy,
              authorization="Bearer sk-not-in-the-policy")
     assert r.status_code == 200  # not an LLM route here: passed untouched, no 401
     assert len(standin.received(t)) == 1
+
+
+# -- SSE in lone CRs -------------------------------------------------------------------
+
+
+def test_a_stream_whose_lines_end_in_lone_crs_settles_its_reported_usage(
+        proxy: Proxy, standin: StandIn) -> None:
+    """The SSE spec's third line ending, which both SDKs read: the usage frame (hidden
+    reasoning included, in the usage only) is read and settled exactly, not estimated."""
+    t = tag()
+    stream = openai_client(proxy, CR_OPENAI).chat.completions.create(
+        **chat(f"{t} #cr-lines #len:7 #hidden-reasoning:40"), max_tokens=100, stream=True)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(f"w{i} " for i in range(7))
+    assert all(c.usage is None for c in chunks)  # the usage frame it did not ask for: hidden
+    (up,) = standin.received(t)
+    line = exact(proxy, CR_OPENAI, up, stream=True)
+    assert line["completion_tokens"] == 47 and "usage_requested" in line["edits"]
+
+    t = tag()
+    with anthropic_client(proxy, CR_ANTHROPIC).messages.stream(
+            model="claude-sonnet-4-5", max_tokens=100,
+            messages=[{"role": "user", "content": f"{t} #cr-lines #len:5"}]) as s:
+        assert s.get_final_text() == "".join(f"w{i} " for i in range(5))
+    (up,) = standin.received(t)
+    exact(proxy, CR_ANTHROPIC, up, stream=True)

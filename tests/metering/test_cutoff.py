@@ -232,3 +232,20 @@ def test_an_upstream_that_switches_to_tiny_frames_near_the_allowance_is_cut_on_t
         assert text_frames == 257  # cut with the first frame past the allowance
     else:  # cut after the read that passed it: at most that read's frames too many
         assert 257 <= text_frames <= 256 + per_chunk
+
+
+@pytest.mark.parametrize("name", [n for n in STREAMS if "ollama" not in n])
+def test_a_stream_in_lone_crs_is_cut_on_time_like_one_in_lfs(name: str) -> None:
+    """SSE lines may end in a lone CR (the SDKs read such a stream): its frames are counted
+    by the same bounds, its newlines being CRs, so it cannot outrun its hold either."""
+    body_frames, content = long_stream(name, 400)
+    as_cr = [f.replace(b"\r\n", b"\n").replace(b"\n", b"\r") for f in body_frames]
+    content = content.replace(b"\r\n", b"\n").replace(b"\n", b"\r")
+    within = scanner(name, 500)
+    assert b"".join(run(within, as_cr[:300])) == b"".join(as_cr[:300])
+    assert not within.cut_off and within._framer.newline == b"\r"
+    sc = scanner(name, 256)
+    out = run(sc, as_cr)
+    assert sc.cut_off and out[-2:] == [sc.watch.stop if sc.watch else b"", b""]
+    if name != "gemini_stream":  # its running candidatesTokenCount passes first
+        assert b"".join(out[:-2]).count(content) == 257

@@ -156,9 +156,11 @@ def test_split_inside_a_multibyte_character_and_inside_a_number():
 
 
 @pytest.mark.parametrize("fx", SSE, ids=lambda f: f.name)
-def test_crlf_and_lf_line_endings_read_the_same(fx):
+def test_crlf_lf_and_cr_line_endings_read_the_same(fx):
+    """The SSE spec ends a line with CRLF, LF or a lone CR (the SDKs' decoders take all
+    three): a stream in any of them is framed, metered and passed through alike."""
     body = fx.body.replace(b"\r\n", b"\n")
-    for variant in (body, body.replace(b"\n", b"\r\n")):
+    for variant in (body, body.replace(b"\n", b"\r\n"), body.replace(b"\n", b"\r")):
         sc = make(fx)
         assert feed(sc, variant, list(range(0, len(variant), 5))) == variant
         assert result(sc) == expected(fx)
@@ -167,9 +169,10 @@ def test_crlf_and_lf_line_endings_read_the_same(fx):
 # -- hiding the injected usage frame -------------------------------------------------------
 
 
-def without_injected(fx: Fixture) -> bytes:
-    """Reference: the body with the usage-only frames removed, all else byte-identical."""
-    events = re.split(rb"(?<=\n\n)", fx.body)
+def without_injected(fx: Fixture, body: bytes | None = None) -> bytes:
+    """Reference: the body (fx's own by default) with the usage-only frames removed, all
+    else byte-identical."""
+    events = re.split(rb"(?<=\n\n)", fx.body if body is None else body)
     keep = []
     for ev in events:
         data = b"".join(line[5:] for line in ev.split(b"\n") if line.startswith(b"data:"))
@@ -190,6 +193,18 @@ def test_hiding_removes_exactly_the_injected_frame(fx):
         assert feed(sc, fx.body, cuts) == want
         assert result(sc) == expected(fx)  # the hidden frame was still metered
         assert sc.kept_body == want  # what the client got
+
+
+@pytest.mark.parametrize("fx", INJECTED, ids=lambda f: f.name)
+def test_hiding_in_a_stream_in_lone_crs_removes_exactly_the_injected_frame(fx):
+    """Read with LFs for its CRs (the same length), the stream's own bytes are cut."""
+    lf = fx.body.replace(b"\r\n", b"\n")
+    cr = lf.replace(b"\n", b"\r")
+    want = without_injected(fx, lf).replace(b"\n", b"\r")
+    for cuts in ([], list(range(0, len(cr), 7))):
+        sc = make(fx, hide=True)
+        assert feed(sc, cr, cuts) == want
+        assert result(sc) == expected(fx)
 
 
 @settings(max_examples=40, deadline=None)

@@ -42,6 +42,8 @@ Deterministic usage:
 Switches: words anywhere in the request body (message text, prompt, input, model name).
   #gzip             gzip Content-Encoding on the response (streams flush per frame)
   #split-usage      the frame carrying usage is sent as two HTTP chunks, cut inside a number
+  #cr-lines         SSE lines end in a lone CR (the spec's third line ending, which the
+                    SDKs read), so events end in `\r\r`
   #chunk1           one byte per HTTP chunk for the whole body (buffered bodies too)
   #reset-mid-stream TCP reset (RST) after RESET_AFTER frames (buffered: after half the body)
   #slow / #slow:MS  MS milliseconds (default 50) between frames
@@ -921,6 +923,8 @@ class _Writer:
         await self._send(self._head(status, headers))
 
     async def frame(self, data: bytes, split: bool = False) -> None:
+        if "cr-lines" in self.sw:
+            data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r")
         if self.gz is not None:
             data = self.gz.compress(data) + self.gz.flush(zlib.Z_SYNC_FLUSH)
         if split and "split-usage" in self.sw:
