@@ -126,6 +126,11 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
         return Outcome("settle", meter.prompt_estimate, bound, usage, "estimated", outcome)
     if not completed and sent and meter.facts.produces_output:
         return left_early(meter, usage, scanner)
+    if scanner is not None and meter.facts.produces_output and unread(scanner):
+        # A 2xx body none of which read as output, usage or an error (a format seatbelt
+        # does not frame): the upstream may have generated up to its limit. Charge the hold.
+        prompt = max(meter.prompt_estimate, usage.prompt_tokens or 0)
+        return Outcome("settle", prompt, output_allowance(meter), usage, "estimated", outcome)
     if scanner is not None and (scanner.output_seen or status is not None):
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else meter.prompt_estimate
         if usage.completion_tokens is not None:
@@ -136,6 +141,13 @@ def decide(meter: Meter, *, status: int | None, completed: bool, sent: bool) -> 
     if sent:
         return Outcome("settle", meter.prompt_estimate, 0, usage, "estimated", outcome)
     return Outcome("release", None, None, usage, "none", outcome)
+
+
+def unread(scanner: Scanner) -> bool:
+    """Bytes came back and nothing in them read as output text, an output count or an
+    upstream error."""
+    return (scanner.bytes_in > 0 and not scanner.output_seen
+            and scanner.usage.completion_tokens is None and scanner.upstream_error is None)
 
 
 def left_early(meter: Meter, usage: Usage, scanner: Scanner | None) -> Outcome:

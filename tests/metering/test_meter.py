@@ -21,10 +21,11 @@ def meter(scanner=None, produces_output=True):
 
 
 def scanner(usage=None, output_chars=0, invalid=None, whole_seen=False, output_bytes=None,
-            cut_off=False):
+            cut_off=False, bytes_in=0, upstream_error=None):
     return SimpleNamespace(usage=usage or Usage(), output_seen=output_chars > 0,
                            output_chars=output_chars, usage_invalid=invalid,
-                           whole_seen=whole_seen, cut_off=cut_off,
+                           whole_seen=whole_seen, cut_off=cut_off, bytes_in=bytes_in,
+                           upstream_error=upstream_error,
                            output_bytes=output_chars if output_bytes is None else output_bytes)
 
 
@@ -132,3 +133,34 @@ def test_a_body_read_whole_and_seen_is_judged_as_usual():
     m.read_whole = True
     o = decide(m, status=200, completed=True, sent=True)
     assert (o.charge, o.source) == (30, "reported")
+
+
+def test_a_completed_body_none_of_which_could_be_read_is_charged_the_hold():
+    """200 and bytes, but no output text, no output count and no error in them (a framing
+    seatbelt does not read): the upstream may have generated up to its limit."""
+    o = decide(meter(scanner(bytes_in=900)), status=200, completed=True, sent=True)
+    assert (o.action, o.prompt_tokens, o.completion_tokens, o.source, o.outcome) == (
+        "settle", 50, 100, "estimated", "served")
+    o = decide(meter(scanner(Usage(70, None), bytes_in=900)), status=200, completed=True,
+               sent=True)
+    assert (o.prompt_tokens, o.completion_tokens) == (70, 100)  # a prompt count alone
+
+
+@pytest.mark.parametrize("read", [
+    {"output_chars": 8}, {"usage": Usage(10, 20)}, {"upstream_error": "overloaded: busy"}])
+def test_a_body_with_anything_read_in_it_is_not_charged_the_hold(read):
+    o = decide(meter(scanner(bytes_in=900, **read)), status=200, completed=True, sent=True)
+    assert o.charge < 150
+    assert decide(meter(scanner()), status=200, completed=True, sent=True).charge == 50
+
+
+def test_a_real_scanner_that_read_nothing_of_a_body_leaves_it_charged_the_hold():
+    from seatbelt.metering.scanner import Scanner
+
+    m = meter()
+    sc = Scanner(m.family, m.route, m.facts, content_type="text/event-stream",
+                 content_encoding="", hide_injected_usage=False)
+    sc(b"\x00\x9f binary \xff" * 40)
+    sc(b"")
+    m.scanner = sc
+    assert decide(m, status=200, completed=True, sent=True).charge == 150
