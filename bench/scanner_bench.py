@@ -58,9 +58,9 @@ class Case:
         route = route_request("POST", self.path, {})
         assert route is not None, self.path
         facts = route.family.parse_request(route, dict(self.request))
-        kw = {} if self.allowance is None else {"allowance": self.allowance}
         return Scanner(route.family, route, facts, content_type=self.content_type,
-                       content_encoding=self.content_encoding, hide_injected_usage=False, **kw)
+                       content_encoding=self.content_encoding, hide_injected_usage=False,
+                       allowance=self.allowance)
 
 
 def split_frames(body: bytes, ndjson: bool) -> list[bytes]:

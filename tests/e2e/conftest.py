@@ -269,6 +269,17 @@ class Proxy:
         self.proc = None
         return code
 
+    def kill(self) -> None:
+        """SIGKILL, without waiting (reap() waits): nothing is settled or closed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
+    def reap(self, timeout: float = 10) -> None:
+        """Wait for a killed (or exited) mitmdump and forget it."""
+        if self.proc is not None:
+            self.proc.wait(timeout)
+            self.proc = None
+
     def restart(self) -> Proxy:
         self.stop()
         return self.start()
@@ -420,12 +431,9 @@ def proxy_factory(
     # exit costs each ~0.5 s of CPU (settling, closing the ledger): 14 s of each CI pass for
     # the session's dozens. The graceful stop has its own tests (test_crash.py's SIGTERM).
     for p in started:
-        if p.proc is not None and p.proc.poll() is None:
-            p.proc.kill()
+        p.kill()  # all of them first: they die in parallel
     for p in started:
-        if p.proc is not None:
-            p.proc.wait(10)
-            p.proc = None
+        p.reap()
 
 
 @pytest.hookimpl(hookwrapper=True)

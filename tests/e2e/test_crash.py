@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -151,9 +150,8 @@ def test_sigkill_mid_stream_loses_no_spend_and_leaves_no_hold(
     assert proxy.row(KILLED.id)["spent"] == before == charged(settled)
     assert proxy.proc is not None
     with open_stream(proxy, KILLED, f"{t} killed #slow:200 #len:100", frames=3) as rest:
-        proxy.proc.send_signal(signal.SIGKILL)
-        proxy.proc.wait(10)
-        proxy.proc = None
+        proxy.kill()
+        proxy.reap()
         with pytest.raises(Exception):  # noqa: B017 - any transport error will do
             for _ in rest:
                 pass

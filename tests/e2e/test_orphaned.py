@@ -11,7 +11,6 @@ Redis keeps leases, so that proxy runs with a 1 s lease (SEATBELT_TEST_LEDGER_TI
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -47,9 +46,8 @@ def kill_mid_stream(proxy: Proxy, key: Key, t: str) -> None:
     """SIGKILL while a stream is open: its hold stays behind in the ledger."""
     assert proxy.proc is not None
     with open_stream(proxy, key, f"{t} killed #slow:200 #len:100", frames=3) as rest:
-        proxy.proc.send_signal(signal.SIGKILL)
-        proxy.proc.wait(10)
-        proxy.proc = None
+        proxy.kill()
+        proxy.reap()
         with pytest.raises(Exception):  # noqa: B017 - any transport error will do
             for _ in rest:
                 pass
