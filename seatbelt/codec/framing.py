@@ -39,7 +39,6 @@ def sse_lone_cr(buf: bytes) -> bool | None:
     return buf[cr + 1] != 10
 
 
-
 def sse_first_end(buf: bytes, start: int) -> int:
     """Offset just past the first SSE event separator at or after start, or -1."""
     # Line by line: searching for each separator kind on its own scanned to the end
