@@ -9,8 +9,11 @@ response streams through, the scanner in-process and the ledger's reserve+settle
 
 Parts: throughput, latency, ttfb, memory, tls (the explicit proxy with TLS on both sides,
 loaded by bench/tls.py), scanner, ledger, exact (the cost per KB of an exact prompt count,
-and the hooks' cost per request A/B against the commit before it: bench/exact_bench.py).
-`--write` regenerates
+and the hooks' cost per request A/B against the commit before it: bench/exact_bench.py),
+stall, abreast (the A/B against --against REV, default HEAD~1, with both proxies loaded at
+the same time on one core: bench/abreast.py), instructions (the same A/B counted in
+instructions per request under valgrind's callgrind: bench/instructions.py). `--write`
+regenerates
 bench/results.md and the docs/speed.md block between `<!-- bench:begin -->` and
 `<!-- bench:end -->`. Take final numbers on a quiet machine (the load average is printed).
 """
@@ -36,7 +39,7 @@ from bench.proxies import CONFIGS, REPO
 from bench.upstream import JSON_BODY, SLOW_FIRST_S, SSE_BODY
 
 PARTS = ("throughput", "latency", "ttfb", "memory", "tls", "scanner", "ledger", "exact",
-         "stall")
+         "stall", "abreast", "instructions")
 
 
 def log(msg: str) -> None:
@@ -95,13 +98,16 @@ class Bench:
             CONFIGS + (proxies.EXTRA_CONFIGS if args.memory_ledger else ())
             + ((f"seatbelt@{args.against}",) if args.against else ()))
         # --restarts: how many times the proxies are started, at most one per round.
-        self.starts = max(1, min(args.restarts, args.rounds))
+        self.starts = self.starts_for(args.rounds)
+
+    def starts_for(self, rounds: int) -> int:
+        return max(1, min(self.args.restarts, rounds))
 
     # -- helpers ---------------------------------------------------------------------
 
     def script(self, proc: proxies.Proc, body: str) -> Path:
         """The wrk Lua script for a proxy (its credential) and a body kind."""
-        key = (proc.name, body)
+        key = (proc.name, proxies.auth_headers(proc)["Authorization"], body)
         if key not in self.scripts:
             path = self.tmp / f"{proc.name}-{body}.lua"
             path.write_text(wrk.lua_script(json.loads(clients.request_body(body == "sse")),
@@ -196,7 +202,6 @@ class Bench:
         tp, lat = self.new_runs(), self.new_runs()
         for start in range(starts):
             rounds = [r for r in range(self.args.rounds) if r % starts == start]
-            self.scripts.clear()  # each start gives the seatbelt proxies new credentials
             with proxies.started(self.configs, up.port, self.tmp, self.proxy_cpus) as procs:
                 if start == 0:
                     self.verify(procs)
@@ -360,6 +365,33 @@ class Bench:
         self.result["exact"] = exact_bench.run(self.args.exact_base, self.args.exact_rounds,
                                                self.args.exact_requests)
         log(f"exact: {self.result['exact']['hot_path']}")
+
+    def abreast(self, up: proxies.Proc) -> None:
+        """The A/B side by side (bench/abreast.py): against --against, else HEAD~1."""
+        from bench import abreast
+
+        a = self.args
+        self.result["abreast"] = abreast.run(
+            a.against or "HEAD~1", up.port, self.tmp, self.proxy_cpus,
+            lambda p, body, seconds: self.wrk(p, body, 8, seconds),
+            windows=a.windows, seconds=a.window_seconds, starts=self.starts_for(a.windows),
+            log=log)
+        log(f"abreast: {self.result['abreast']}")
+
+    def instructions(self, up: proxies.Proc) -> None:
+        """The A/B in instructions per request (bench/instructions.py), when valgrind is
+        there; without it the part says so and the rest of the run goes on."""
+        from bench import instructions
+
+        try:
+            self.result["instructions"] = instructions.run(
+                self.args.against or "HEAD~1", up.port, self.tmp,
+                requests=self.args.ir_requests, log=log)
+        except instructions.ValgrindMissing as e:
+            log(str(e))
+            return
+        log(f"instructions: {self.result['instructions']}")
+
     def stall(self) -> None:
         from bench import stall_bench
 
@@ -401,7 +433,8 @@ class Bench:
         self.result["env"] = env
         log(f"load average {env['load_before']} ({env['machine']}); work dir {self.tmp}")
         parts = set(a.only or PARTS)
-        needs_proxies = parts & {"throughput", "latency", "ttfb", "memory"}
+        needs_proxies = parts & {"throughput", "latency", "ttfb", "memory", "abreast",
+                                 "instructions"}
         if needs_proxies:
             wrk.find_wrk()
             up = proxies.start_upstream(self.tmp, self.load_cpus)
@@ -412,6 +445,10 @@ class Bench:
                     self.proxy_parts(up, parts)
                 if "memory" in parts:
                     self.memory(up)
+                if "abreast" in parts:
+                    self.abreast(up)
+                if "instructions" in parts:
+                    self.instructions(up)
             finally:
                 up.stop()
         if "tls" in parts:
@@ -460,6 +497,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--restarts", type=int, default=1, metavar="N",
                    help="start the proxies afresh N times, the rounds dealt out over the "
                         "starts (for an A/B: medians over N processes per configuration)")
+    p.add_argument("--windows", type=int,
+                   help="abreast: windows per body kind (default 10; quick 2)")
+    p.add_argument("--window-seconds", type=float,
+                   help="abreast: seconds per window (default 3; quick 1)")
+    p.add_argument("--ir-requests", type=int,
+                   help="instructions: requests counted per commit and body (default 300; "
+                        "quick 50)")
     p.add_argument("--memory-ledger", action="store_true",
                    help="also run seatbelt with the in-memory ledger (how much is SQLite)")
     p.add_argument("--install-wrk", action="store_true",
@@ -471,7 +515,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "memory_mb": 20 if quick else 100, "pairs": 2000 if quick else 20000,
                 "scanner_seconds": 0.3 if quick else 1.5,
                 "exact_rounds": 1 if quick else 3, "exact_requests": 300 if quick else 1000,
-                "stall_mb": 1 if quick else 10}
+                "stall_mb": 1 if quick else 10,
+                "windows": 2 if quick else 10, "window_seconds": 1 if quick else 3,
+                "ir_requests": 50 if quick else 300}
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)

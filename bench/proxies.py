@@ -78,6 +78,13 @@ def mitmdump_binary() -> str:
     return os.environ.get("SEATBELT_MITMDUMP") or str(Path(sys.executable).with_name("mitmdump"))
 
 
+def interpreter_of(script: str) -> str:
+    """The interpreter a console script's `#!` line names (this Python when it has none)."""
+    with open(script, "rb") as f:
+        first = f.readline().decode(errors="replace").strip()
+    return first[2:].split()[0] if first.startswith("#!") and len(first) > 2 else sys.executable
+
+
 def policy_yaml(fingerprint: str) -> str:
     return f"""version: 1
 require_auth: true
@@ -127,11 +134,11 @@ class Proc:
         except (OSError, IndexError, ValueError):
             return 0.0
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
@@ -209,13 +216,18 @@ def seatbelt_options(config: str, d: Path, metrics: int) -> list[str]:
 
 
 def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None,
-                upstream_ca: Path | None = None) -> Proc:
-    """Start one mitmdump configuration; returns when it forwards (seatbelt: /readyz)."""
+                upstream_ca: Path | None = None, wrap: tuple[str, ...] = (),
+                ready_timeout: float = 30.0) -> Proc:
+    """Start one mitmdump configuration; returns when it forwards (seatbelt: /readyz).
+    `wrap` runs mitmdump's interpreter under another program (bench/instructions.py:
+    valgrind), given the script's own interpreter so the wrapper sees Python itself."""
     port = free_port()
     d = workdir / config
     d.mkdir(parents=True, exist_ok=True)
     log = d / "mitmdump.log"
-    cmd = [mitmdump_binary(), "-q", *mode_args(upstream, d, upstream_ca),
+    binary = mitmdump_binary()
+    launcher = [*wrap, interpreter_of(binary), binary] if wrap else [binary]
+    cmd = [*launcher, "-q", *mode_args(upstream, d, upstream_ca),
            "--listen-host", "127.0.0.1", "-p", str(port)]
     extra: dict[str, str] = {"ca": str(d / "confdir" / "mitmproxy-ca-cert.pem")} \
         if upstream_ca else {}
@@ -241,7 +253,7 @@ def start_proxy(config: str, upstream: int, workdir: Path, cpus: set[int] | None
     try:
         if "metrics" in extra:
             url = f"http://127.0.0.1:{extra['metrics']}/readyz"
-            _wait(config, proc, log, lambda: _get(url) == 200)
+            _wait(config, proc, log, lambda: _get(url) == 200, ready_timeout)
         elif upstream_ca:  # an explicit proxy answers nothing useful to GET /: it listens
             ca = Path(extra["ca"])
             _wait(config, proc, log, lambda: _tls_accepts(port) and ca.exists())

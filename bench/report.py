@@ -26,6 +26,16 @@ GOALS: dict[str, tuple[str, str, float]] = {
     # `--against REV`: no slower than that commit, within the rounds' noise (~3%).
     "ab_json_ratio": ("throughput, JSON, seatbelt / seatbelt@REV (same-run A/B)", ">=", 0.97),
     "ab_sse_ratio": ("throughput, SSE, seatbelt / seatbelt@REV (same-run A/B)", ">=", 0.97),
+    # The `abreast` part: REV's proxy CPU per request over this commit's, both loaded at once.
+    "abreast_json_cpu": ("proxy CPU per JSON request, seatbelt@REV / seatbelt (side by side)",
+                         ">=", 0.97),
+    "abreast_sse_cpu": ("proxy CPU per SSE request, seatbelt@REV / seatbelt (side by side)",
+                        ">=", 0.97),
+    # The `instructions` part: a count, not a timing, so no allowance for noise beyond the
+    # ~0.3% two runs of one commit differ by.
+    "instructions_json": ("instructions per JSON request, seatbelt@REV / seatbelt", ">=",
+                          0.995),
+    "instructions_sse": ("instructions per SSE request, seatbelt@REV / seatbelt", ">=", 0.995),
     "stall_ms": ("worst event-loop stall admitting a 10 MB worst-shape body (ms)", "<", 100.0),
 }
 
@@ -69,6 +79,9 @@ def goal_values(r: dict[str, Any]) -> dict[str, float | None]:
         old = tp.get(body, {}).get(rev, {}).get("rps") if rev else None
         ours = tp.get(body, {}).get("seatbelt", {}).get("rps")
         out[f"ab_{body}_ratio"] = round(ours / old, 3) if old and ours else None
+    for body in ("json", "sse"):
+        out[f"abreast_{body}_cpu"] = r.get("abreast", {}).get(body, {}).get("cpu_ratio")
+        out[f"instructions_{body}"] = r.get("instructions", {}).get(body, {}).get("ratio")
     stall = r.get("stall", {})
     cases = [c["stall_ms"] for row in stall.get("cases", {}).values() for c in row.values()]
     out["stall_ms"] = max(cases) if cases and stall.get("mb") == 10 else None
@@ -102,6 +115,46 @@ def _ab_table(r: dict[str, Any]) -> list[str]:
             f"{_ratio(new.get('rps'), old.get('rps'))} | {_num(new.get('cpu_us'))} | "
             f"{_num(old.get('cpu_us'))} | {_ms(lrow.get('seatbelt', {}).get('p50_ms'))} | "
             f"{_ms(lrow.get(rev, {}).get('p50_ms'))} |")
+    return lines
+
+
+def _abreast_table(ab: dict[str, Any]) -> list[str]:
+    """The `abreast` part: both commits' proxies loaded at the same time on one core."""
+    if not any(body in ab for body in ("json", "sse")):
+        return []
+    rev = ab.get("against", "?")
+    lines = ["", f"A/B side by side against {rev} (bench/abreast.py: both proxies on one core, "
+             f"each loaded by its own wrk at the same time, {ab.get('seconds')} s windows over "
+             f"{ab.get('starts')} start(s); proxy CPU us per request, median of windows; "
+             f"ratio: {rev}'s CPU over this commit's, above 1 is cheaper):", "",
+             f"| response | windows | seatbelt CPU us | seatbelt@{rev} CPU us | ratio "
+             "| range | requests/s ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+        row = ab.get(body)
+        if row:
+            lines.append(f"| {label} | {row['windows']} | {_num(row['new_cpu_us'])} | "
+                         f"{_num(row['old_cpu_us'])} | {row['cpu_ratio']:.3f} | "
+                         f"{row['cpu_ratio_min']:.3f}-{row['cpu_ratio_max']:.3f} | "
+                         f"{row['rps_ratio']:.3f} |")
+    return lines
+
+
+def _instructions_table(ir: dict[str, Any]) -> list[str]:
+    """The `instructions` part: user-space instructions per request under callgrind."""
+    if not any(body in ir for body in ("json", "sse")):
+        return []
+    rev = ir.get("against", "?")
+    lines = ["", f"A/B in instructions against {rev} (bench/instructions.py: each proxy under "
+             f"callgrind, {ir.get('requests')} requests counted after a warm-up; "
+             "user-space instructions per request of the whole process; ratio: "
+             f"{rev}'s over this commit's):", "",
+             f"| response | seatbelt | seatbelt@{rev} | ratio |", "| --- | --- | --- | --- |"]
+    for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
+        row = ir.get(body)
+        if row:
+            lines.append(f"| {label} | {_num(row['new_ir'])} | {_num(row['old_ir'])} | "
+                         f"{row['ratio']:.4f} |")
     return lines
 
 
@@ -165,6 +218,8 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(_num(cpu[c]) for c in configs)
                          + f" | {added} | {_ratio(base, ours)} |")
     lines += _ab_table(r)
+    lines += _abreast_table(r.get("abreast", {}))
+    lines += _instructions_table(r.get("instructions", {}))
     lat = r.get("latency", {})
     if lat:
         lines += ["", "Latency at 1 connection (ms, wrk, median of rounds):", "",

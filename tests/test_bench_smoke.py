@@ -102,7 +102,9 @@ def test_goals_are_judged_from_the_same_run():
     assert values["json_ratio"] == 0.95
     assert values["added_p50_ms"] == pytest.approx(0.3)
     assert values["growth_mb"] == 3.5 and values["sqlite_pairs_s"] == 6000
-    assert all(report.goal_met(n, v) for n, v in values.items() if not n.startswith("ab_"))
+    ab_parts = ("ab_", "abreast_", "instructions_")  # judged only when an A/B part ran
+    assert all(report.goal_met(n, v) for n, v in values.items() if not n.startswith(ab_parts))
+    assert all(v is None for n, v in values.items() if n.startswith(ab_parts))
     slow = report.goal_values(_result(seatbelt_json=500.0, seatbelt_p50=2.0))
     assert report.goal_met("json_ratio", slow["json_ratio"]) is False
     assert report.goal_met("added_p50_ms", slow["added_p50_ms"]) is False
@@ -318,3 +320,93 @@ def test_the_exact_part_reports_cost_per_kb_and_the_hot_path_a_b():
     assert "this tree vs 4ebbf857008f: JSON 101.0 vs 100.0 us, SSE 150.0 vs 151.0 us" in text
     assert "Exact prompt count" not in report.markdown(_result(seatbelt_json=500.0,
                                                                 seatbelt_p50=0.95))
+
+
+def test_the_side_by_side_a_b_is_judged_on_the_ratio_within_each_window():
+    """REV's CPU per request over this commit's, window by window: a machine that slows
+    down in one window slows both proxies in it and leaves the ratio alone."""
+    from bench import abreast
+    windows = [abreast.Window("json", new, old, 1e6 / new, 1e6 / old)
+               for new, old in ((1000, 950), (2000, 1900), (1500, 1470))]
+    windows.append(abreast.Window("sse", 10_000, 10_100, 100, 99))
+    ab = {"against": "abc123", "seconds": 3, "starts": 1, **abreast.summarize(windows)}
+    assert ab["json"] == {"windows": 3, "cpu_ratio": 0.95, "cpu_ratio_min": 0.95,
+                          "cpu_ratio_max": 0.98, "rps_ratio": 0.95, "new_cpu_us": 1500,
+                          "old_cpu_us": 1470}
+    r = {**_result(seatbelt_json=500.0, seatbelt_p50=0.95), "abreast": ab}
+    values = report.goal_values(r)
+    assert (values["abreast_json_cpu"], values["abreast_sse_cpu"]) == (0.95, 1.01)
+    assert report.goal_met("abreast_json_cpu", 0.95) is False
+    text = report.markdown(r)
+    assert "A/B side by side against abc123" in text
+    assert "| small JSON | 3 | 1,500 | 1,470 | 0.950 | 0.950-0.980 | 0.950 |" in text
+    assert "side by side against" not in report.markdown(_result(500.0, 0.95))
+
+
+@pytest.mark.e2e
+def test_the_side_by_side_a_b_loads_both_commits_at_once(tmp_path):
+    """Two real mitmdumps (this tree and HEAD's archive) loaded by two threads at once: each
+    window's figures come from both, and both metered every request."""
+    import time
+
+    from bench import abreast
+
+    def load(p: proxies.Proc, body: str, seconds: float) -> wrk.WrkResult:
+        t0, n = time.monotonic(), 0
+        while time.monotonic() - t0 < seconds:
+            status, _ = clients.fetch(p.port, proxies.auth_headers(p), body == "sse")
+            assert status == 200
+            n += 1
+        took = time.monotonic() - t0
+        return wrk.WrkResult(requests=n, seconds=took, rps=n / took)
+
+    up = proxies.start_upstream(tmp_path, None)
+    try:
+        ab = abreast.run("HEAD", up.port, tmp_path, None, load, windows=1, seconds=0.4)
+    finally:
+        up.stop()
+    for body in ("json", "sse"):
+        row = ab[body]
+        assert row["windows"] == 1 and row["new_cpu_us"] > 0 and row["old_cpu_us"] > 0, ab
+    for config in ("seatbelt", "seatbelt@HEAD"):
+        text = (tmp_path / "abreast" / config / "audit.jsonl").read_text()
+        sources = [json.loads(x)["usage_source"] for x in text.splitlines()]
+        assert len(sources) >= 4 and set(sources) == {"reported"}, config
+
+
+def test_the_instruction_a_b_reads_callgrind_totals_and_judges_them():
+    from bench import instructions
+    assert instructions.callgrind_total("events: Ir\nfl=x\n1 5\ntotals: 123456\n") == 123456
+    assert instructions.callgrind_total("events: Ir\nsummary: 77\n") == 77
+    # counting switched on late: the header's summary is 0, the totals line has the count
+    assert instructions.callgrind_total("summary: 0\nfl=x\ntotals: 4100\n") == 4100
+    with pytest.raises(ValueError):
+        instructions.callgrind_total("events: Ir\n")
+    ir = {"against": "abc123", "requests": 300, **instructions.summarize(
+        {"json": {"seatbelt": 10_800_000, "seatbelt@abc123": 10_584_000},
+         "sse": {"seatbelt": 40_000_000, "seatbelt@abc123": 40_400_000}},
+        "seatbelt", "seatbelt@abc123")}
+    assert ir["json"] == {"new_ir": 10_800_000, "old_ir": 10_584_000, "ratio": 0.98}
+    values = report.goal_values({**_result(500.0, 0.95), "instructions": ir})
+    assert (values["instructions_json"], values["instructions_sse"]) == (0.98, 1.01)
+    assert report.goal_met("instructions_json", 0.98) is False
+    assert report.goal_met("instructions_sse", 1.01) is True
+    text = report.markdown({**_result(500.0, 0.95), "instructions": ir})
+    assert "| small JSON | 10,800,000 | 10,584,000 | 0.9800 |" in text
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_instruction_a_b_counts_a_real_proxy_under_callgrind(tmp_path):
+    """seatbelt's mitmdump under callgrind, counting switched on for a few requests only:
+    millions of instructions per request, and every request metered."""
+    from bench import instructions
+    up = proxies.start_upstream(tmp_path, None)
+    try:
+        per_request = instructions.count("seatbelt", up.port, tmp_path, "json", 3, warm_up=2)
+    finally:
+        up.stop()
+    assert 1e6 < per_request < 1e9, per_request
+    audit = tmp_path / "instructions" / "json" / "seatbelt" / "audit.jsonl"
+    sources = [json.loads(x)["usage_source"] for x in audit.read_text().splitlines()]
+    assert sources == ["reported"] * 5
