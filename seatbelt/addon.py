@@ -41,6 +41,7 @@ from seatbelt.config.options import (  # noqa: E402
 
 try:  # a missing dependency must not leave mitmproxy proxying without seatbelt
     from seatbelt.admission import bodyworker, budgetheaders, budgetquery, gate  # noqa: E402
+    from seatbelt.codec.headers import header  # noqa: E402
     from seatbelt.config import livepolicy  # noqa: E402
     from seatbelt.config.policy import Policy, PolicyError  # noqa: E402
     from seatbelt.ledger import redact  # noqa: E402
@@ -176,8 +177,8 @@ class Seatbelt:
             meter.family,
             meter.route,
             meter.facts,
-            content_type=headers.get("content-type", ""),
-            content_encoding=headers.get("content-encoding", ""),
+            content_type=header(headers, b"content-type"),
+            content_encoding=header(headers, b"content-encoding"),
             hide_injected_usage=meter.injected_usage,
             # A held stream that outruns its hold is ended (seatbelt/metering/cutoff.py).
             allowance=output_allowance(meter) if meter.hold_id is not None else None,

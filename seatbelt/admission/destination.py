@@ -17,6 +17,7 @@ import ipaddress
 
 from mitmproxy import http
 
+from seatbelt.codec.headers import host_header
 from seatbelt.config.access import host_allowed
 from seatbelt.config.policy import Policy
 
@@ -49,7 +50,7 @@ def destination(flow: http.HTTPFlow) -> str:
 
 def header_host(flow: http.HTTPFlow) -> str | None:
     """The host name the Host header (or HTTP/2 :authority) names, lowercase, no port."""
-    value = flow.request.host_header
+    value = host_header(flow.request)
     if not value:
         return None
     if value.startswith("["):

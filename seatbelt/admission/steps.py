@@ -31,6 +31,7 @@ from seatbelt.admission.context import Admission
 from seatbelt.admission.refusals import Refusal
 from seatbelt.apis import METHOD_OVERRIDE
 from seatbelt.apis.base import BadRequestBody, UnmeteredRequest
+from seatbelt.codec.headers import header
 from seatbelt.codec.requestbody import BodyTooLarge, UnreadableBody, parse_json_object
 from seatbelt.config.policy import fingerprint
 from seatbelt.ledger.base import Cap, LedgerUnavailable, Reservation
@@ -130,7 +131,7 @@ async def read_body(a: Admission) -> Verdict:
     or compressed body is read in the worker process (seatbelt/admission/bodyworker.py),
     so that no body stalls the event loop."""
     req = a.flow.request
-    encoding = req.headers.get("content-encoding", "").strip().lower()
+    encoding = header(req.headers, b"content-encoding").strip().lower()
     raw = req.raw_content or b""
     if bodyworker.offloaded(raw, encoding):
         read = await bodyworker.WORKER.read(a.route, raw, encoding)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
 from typing import Any, Callable
+
+from mitmproxy.http import Headers
 
 from seatbelt.apis.base import ApiFamily, RequestFacts, Route, Usage
 from seatbelt.codec import framing as frames
 from seatbelt.codec.decoding import StreamDecoder
+from seatbelt.codec.headers import header, header_value
 from seatbelt.metering.cutoff import OutputWatch
 
 MAX_FRAME = 1 << 20  # an SSE/NDJSON frame longer than this is scanned through windows
@@ -277,7 +279,7 @@ class _ArrayFramer(_Framer):
 READ_WHOLE_LIMIT = 1 << 20
 
 
-def read_whole(framing: str, headers: Mapping[str, str], streaming: object) -> bool:
+def read_whole(framing: str, headers: Headers, streaming: object) -> bool:
     """Should mitmproxy read this response whole rather than stream it through the scanner?
 
     Only a single JSON document (a non-streamed completion) that announces a small
@@ -288,9 +290,9 @@ def read_whole(framing: str, headers: Mapping[str, str], streaming: object) -> b
     the exact body for mitmweb. Anything that streams (SSE, NDJSON, a JSON array, no
     length, chunked) is streamed: never delay a chunk on its way to the client.
     """
-    if framing != "json" or streaming or "transfer-encoding" in headers:
+    if framing != "json" or streaming or header_value(headers, b"transfer-encoding") is not None:
         return False
-    length = headers.get("content-length", "")
+    length = header(headers, b"content-length")
     return length.isdigit() and len(length) <= 8 and int(length) <= READ_WHOLE_LIMIT
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from mitmproxy import http
 
+from seatbelt.codec.headers import header
 from seatbelt.codec.keptbody import shown_body
 from seatbelt.ledger.base import (
     Cap,
@@ -112,7 +113,7 @@ def _show_kept_body(meter: Meter, response: http.Response | None) -> None:
         return
     response.raw_content = shown_body(
         scanner.kept_body, truncated=scanner.kept_truncated, received=scanner.bytes_in,
-        content_encoding=response.headers.get("content-encoding", ""))
+        content_encoding=header(response.headers, b"content-encoding"))
 
 
 def holds_of(meter: Meter, charge: int, cost: int | None

@@ -20,6 +20,7 @@ from seatbelt.admission import estimate, refusals
 from seatbelt.admission.gate import Gate
 from seatbelt.admission.refusals import Refusal
 from seatbelt.apis.base import BadRequestBody, RequestFacts, UnmeteredRequest
+from seatbelt.codec.headers import header
 from seatbelt.codec.requestbody import MAX_DEPTH, over_depth_limit
 from seatbelt.sockets import admit, events
 from seatbelt.sockets.events import Act, Kind, Seen
@@ -30,7 +31,7 @@ logger = logging.getLogger("seatbelt")
 
 
 def is_upgrade(request: http.Request) -> bool:
-    return "websocket" in request.headers.get("upgrade", "").lower()
+    return "websocket" in header(request.headers, b"upgrade").lower()
 
 
 class Sockets:
