@@ -29,12 +29,8 @@ from typing import Any, Iterator
 import pytest
 
 from seatbelt.ledger import Ledger, open_ledger
-from seatbelt.ledger import sqlite as sqlite_ledger
 
 BACKENDS = ["memory", "sqlite", "redis"]
-# The `ledger` fixtures also run "sqlite-3.34": the SQLite ledger as it runs on a library
-# without DELETE ... RETURNING (seatbelt/ledger/sqlite.py HAS_RETURNING).
-FIXTURE_BACKENDS = [*BACKENDS, "sqlite-3.34"]
 
 # 2024-03-10 12:00:00 UTC, a multiple of 3600 so rolling buckets start on it.
 T0 = 1710072000.0
@@ -185,12 +181,8 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=FIXTURE_BACKENDS)
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path,
-               monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "sqlite-3.34":
-        monkeypatch.setattr(sqlite_ledger, "HAS_RETURNING", False)
-        return url_for("sqlite", tmp_path)
+@pytest.fixture(params=BACKENDS)
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url_for(request.param, tmp_path)
 
 
