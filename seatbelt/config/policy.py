@@ -188,6 +188,12 @@ class Policy:
         default=None, init=False, repr=False, compare=False)
     _effective: dict[str, access_mod.Effective] = field(
         default_factory=dict, init=False, repr=False, compare=False)
+    # caps_for / usd_caps_for by key id, with the key they were made for (a Key from
+    # elsewhere with the same id is not this policy's).
+    _caps: dict[str, tuple[Key, tuple[Cap, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _usd_caps: dict[str, tuple[Key, tuple[Cap, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     # Hosts the policy names as LLM servers: `routes:` rules routing a host as an API, and
     # the hosts virtual keys may reach (seatbelt/admission/destination.py: on_llm_host).
@@ -221,12 +227,15 @@ class Policy:
         return self._by_fp.get(fp)
 
     def caps_for(self, key: Key) -> list[Cap]:
-        """The key's cap, then its account's; both always, so spend is recorded for both."""
-        account = self.accounts.get(key.account) or Account(key.account, None, Window())
-        return [
-            Cap(f"key:{key.id}", key.cap, key.window),
-            Cap(f"account:{account.id}", account.cap, account.window),
-        ]
+        """The key's cap, then its account's; both always, so spend is recorded for both.
+        (Made once per key and policy: a request asks twice.)"""
+        found = self._caps.get(key.id)
+        if found is None or found[0] is not key:
+            account = self.accounts.get(key.account) or Account(key.account, None, Window())
+            found = (key, (Cap(f"key:{key.id}", key.cap, key.window),
+                           Cap(f"account:{account.id}", account.cap, account.window)))
+            self._caps[key.id] = found
+        return list(found[1])
 
     def model_label(self, model: str | None) -> str:
         """A metrics label clients cannot choose: a model the policy names, else "other"."""
@@ -251,13 +260,15 @@ class Policy:
     def usd_caps_for(self, key: Key) -> list[Cap]:
         """USD caps (micro-dollars) of the key and its account, both metered when either
         has `cap_usd`; [] when neither has one (no USD hold at all)."""
-        account = self.accounts.get(key.account) or Account(key.account, None, Window())
-        if key.cap_usd is None and account.cap_usd is None:
-            return []
-        return [
-            Cap(f"usd:key:{key.id}", key.cap_usd, key.window_usd),
-            Cap(f"usd:account:{account.id}", account.cap_usd, account.window_usd),
-        ]
+        found = self._usd_caps.get(key.id)
+        if found is None or found[0] is not key:
+            account = self.accounts.get(key.account) or Account(key.account, None, Window())
+            caps: tuple[Cap, ...] = () if key.cap_usd is None and account.cap_usd is None else (
+                Cap(f"usd:key:{key.id}", key.cap_usd, key.window_usd),
+                Cap(f"usd:account:{account.id}", account.cap_usd, account.window_usd))
+            found = (key, caps)
+            self._usd_caps[key.id] = found
+        return list(found[1])
 
     def price_for(self, model: str | None) -> Price | None:
         """The model's price by the name the request sends; None = unpriced."""
