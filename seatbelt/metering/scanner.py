@@ -136,7 +136,10 @@ class _Framer:
 
     newline = b"\n"  # the byte that ends the stream's lines (counted by Scanner._stretch)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, newlines: int | None = None) -> None:
+        """`newlines`: the count of b"\\n" in `data` when the caller has it already
+        (Scanner._catch_up: the held stream's fast path counted them), so that a framer
+        that needs it does not count the same bytes again."""
         raise NotImplementedError
 
     def end(self) -> None:
@@ -160,9 +163,10 @@ class _LineFramer(_Framer):
         self._frame_start = frames.sse_frame_start if sse else frames.line_frame_start
         self._last_end = frames.sse_last_end if sse else frames.line_last_end
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, newlines: int | None = None) -> None:
         if self.lone_cr is not False:
             data = self._as_lf(data)
+            newlines = None  # counted in the raw bytes: not those of the translated ones
         if self.big is not None:
             data = self._feed_big(data)
             if self.big is None and data:
@@ -171,7 +175,12 @@ class _LineFramer(_Framer):
         buf = self.pending + data if self.pending else data
         cut = self._last_end(buf)  # past the last separator
         if cut:
-            self.sc._region(buf if cut == len(buf) else buf[:cut], self.pos, self)
+            # The region's newlines from the count of data's, when given: the region is
+            # pending + data less what follows the cut (at most a frame), so only the
+            # small ends are counted (Scanner._region would count the whole region).
+            if newlines is not None:
+                newlines += self.pending.count(b"\n") - buf.count(b"\n", cut)
+            self.sc._region(buf if cut == len(buf) else buf[:cut], self.pos, self, newlines)
             self.pos += cut
             self.sc._safe = self.pos
             buf = buf[cut:] if cut < len(buf) else b""
@@ -236,7 +245,7 @@ class _JsonFramer(_Framer):
     def __init__(self, sc: Scanner) -> None:
         self.doc = _Doc(sc, rx=sc.doc_rx)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, newlines: int | None = None) -> None:
         self.doc.feed(data)
 
     def end(self) -> None:
@@ -253,7 +262,7 @@ class _ArrayFramer(_Framer):
         self.doc: _Doc | None = None
         self.pos = 0  # stream offset of the next piece
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, newlines: int | None = None) -> None:
         spans, open_at = self.split.feed(data)
         for start, end in spans:
             doc = self.doc or _Doc(self.sc)  # an element begun in an earlier piece goes on
@@ -616,10 +625,10 @@ class Scanner:
             return BATCH
         return min(BATCH, self.watch.headroom())
 
-    def _scan(self, data: bytes) -> None:
+    def _scan(self, data: bytes, newlines: int | None = None) -> None:
         try:
             if self._identity:
-                self._framer.feed(data)
+                self._framer.feed(data, newlines)
             else:
                 self._decoder.feed(data)
         except Exception as e:  # never let a scanning bug touch the stream
@@ -646,8 +655,13 @@ class Scanner:
         if mark < 0:
             return
         self._mark = self._fast_limit = -1
-        if mark < len(self._kept) and self.scan_error is None:
-            self._scan(bytes(self._kept[mark:]))
+        kept = self._kept
+        if mark < len(kept) and self.scan_error is None:
+            newlines = None
+            if self.watch is not None and self._framer.newline == b"\n" and self._looked >= mark:
+                # _stretch counted kept[mark:_looked]: count only what came after.
+                newlines = self._unscanned_newlines + kept.count(b"\n", self._looked)
+            self._scan(bytes(kept[mark:]), newlines)
 
     def _finish(self) -> bytes:
         self._catch_up()
@@ -729,12 +743,15 @@ class Scanner:
         markers = [*self._markers, (ERROR_KEY, self._error_rx)]
         return any(lit in data and rx.search(data) for lit, rx in markers)
 
-    def _region(self, region: bytes, base: int, framer: _LineFramer, last: bool = False) -> None:
-        """A batch of complete SSE events / NDJSON lines starting at stream offset base."""
+    def _region(self, region: bytes, base: int, framer: _LineFramer,
+                newlines: int | None = None, last: bool = False) -> None:
+        """A batch of complete SSE events / NDJSON lines starting at stream offset base;
+        `newlines`: its count of b"\\n" when the caller has it (_LineFramer.feed)."""
         deferred = self._deferred
         end = base + len(region)
         # A stream that may outrun its hold is counted exactly once it nears it (cutoff.py).
-        exact = self.watch is not None and self.watch.lines(region.count(b"\n"))
+        exact = self.watch is not None and self.watch.lines(
+            region.count(b"\n") if newlines is None else newlines)
         if exact and deferred:
             self._count_deferred()  # their frames first
         if (not exact and self._defer_text and self.output_seen and end <= len(self._kept)

@@ -249,3 +249,24 @@ def test_a_stream_in_lone_crs_is_cut_on_time_like_one_in_lfs(name: str) -> None:
     assert sc.cut_off and out[-2:] == [sc.watch.stop if sc.watch else b"", b""]
     if name != "gemini_stream":  # its running candidatesTokenCount passes first
         assert b"".join(out[:-2]).count(content) == 257
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_newlines_a_held_stream_counted_unscanned_are_not_counted_again(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path's count of the newlines that went by unscanned (Scanner._stretch) goes
+    with that batch to its scan, which then counts only the bytes around it: each region's
+    count given so is the region's own, so the bound is the one counting would give."""
+    body_frames, _ = long_stream(name, 400)
+    given: list[tuple[int, int]] = []
+    real = Scanner._region
+
+    def spy(sc: Scanner, region: bytes, base: int, framer, newlines=None, last=False):
+        if newlines is not None:
+            given.append((newlines, region.count(b"\n")))
+        return real(sc, region, base, framer, newlines, last)
+
+    monkeypatch.setattr(Scanner, "_region", spy)
+    sc = scanner(name, 500)
+    assert b"".join(run(sc, body_frames[:300])) == b"".join(body_frames[:300])
+    assert given and all(hint == counted for hint, counted in given), given
