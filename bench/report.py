@@ -130,14 +130,17 @@ def _abreast_table(ab: dict[str, Any]) -> list[str]:
              f"| response | windows | seatbelt CPU us | seatbelt@{rev} CPU us | ratio "
              "| range | requests/s ratio |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
-        row = ab.get(body)
-        if row:
-            lines.append(f"| {label} | {row['windows']} | {_num(row['new_cpu_us'])} | "
-                         f"{_num(row['old_cpu_us'])} | {row['cpu_ratio']:.3f} | "
-                         f"{row['cpu_ratio_min']:.3f}-{row['cpu_ratio_max']:.3f} | "
-                         f"{row['rps_ratio']:.3f} |")
-    return lines
+    return lines + _body_rows(ab, lambda row: [
+        str(row["windows"]), _num(row["new_cpu_us"]), _num(row["old_cpu_us"]),
+        f"{row['cpu_ratio']:.3f}", f"{row['cpu_ratio_min']:.3f}-{row['cpu_ratio_max']:.3f}",
+        f"{row['rps_ratio']:.3f}"])
+
+
+def _body_rows(part: dict[str, Any], cells: Any) -> list[str]:
+    """One table row per body kind the part measured: its label, then cells(its figures)."""
+    return [f"| {label} | " + " | ".join(cells(part[body])) + " |"
+            for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames"))
+            if part.get(body)]
 
 
 def _instructions_table(ir: dict[str, Any]) -> list[str]:
@@ -150,12 +153,8 @@ def _instructions_table(ir: dict[str, Any]) -> list[str]:
              "user-space instructions per request of the whole process; ratio: "
              f"{rev}'s over this commit's):", "",
              f"| response | seatbelt | seatbelt@{rev} | ratio |", "| --- | --- | --- | --- |"]
-    for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames")):
-        row = ir.get(body)
-        if row:
-            lines.append(f"| {label} | {_num(row['new_ir'])} | {_num(row['old_ir'])} | "
-                         f"{row['ratio']:.4f} |")
-    return lines
+    return lines + _body_rows(ir, lambda row: [
+        _num(row["new_ir"]), _num(row["old_ir"]), f"{row['ratio']:.4f}"])
 
 
 def markdown(r: dict[str, Any]) -> str:
