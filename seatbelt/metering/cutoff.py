@@ -54,6 +54,10 @@ class OutputWatch:
         self.array = framing == "json-array"
         self.newlines = 0  # upper bound on frames seen, times per_frame
         self.frames = 0  # frames that carried output text (exact, counted when needed)
+        # Frames with text in what was scanned: the cheap bound (newlines // per_frame),
+        # or, once that could have passed the allowance, the exact count. Kept up to date
+        # by lines() and text_frames(): headroom() and room() read it per window.
+        self.seen = 0
         self.passed = False  # the output passed the allowance: the stream must end
         self.ended = False  # the stop frame went out: nothing more is forwarded
 
@@ -61,19 +65,16 @@ class OutputWatch:
         """Take the newlines of a batch of complete frames: True when the exact frame
         count is needed (the cheap bound could have passed the allowance)."""
         self.newlines += n
-        return self.newlines // self.per_frame > self.allowance
-
-    def _seen(self) -> int:
-        """Frames with text in what was scanned: the cheap bound, or, once it could have
-        passed the allowance, the exact count."""
         bound = self.newlines // self.per_frame
-        return self.frames if bound > self.allowance else bound
+        exact = bound > self.allowance
+        self.seen = self.frames if exact else bound
+        return exact
 
     def headroom(self) -> int:
         """Bytes the scanner may forward unscanned before the frames that carried text
         could pass the allowance: each takes min_frame bytes at least, and no more of them
         went by than the cheap bound says (or, once it is counted, the exact number)."""
-        return max((self.allowance + 1 - self._seen()) * self.min_frame, 1)
+        return max((self.allowance + 1 - self.seen) * self.min_frame, 1)
 
     def room(self, unscanned_newlines: int) -> int:
         """Bytes that may go by unscanned after these, when `unscanned_newlines` newlines
@@ -83,11 +84,13 @@ class OutputWatch:
         What the scanner checks when headroom() runs out, instead of scanning the batch:
         a count of newlines is a C pass, a scan is Python work per batch."""
         ended = -(-unscanned_newlines // self.per_frame)
-        left = self.allowance - self._seen() - ended  # allowance + 1, less the one under way
+        left = self.allowance - self.seen - ended  # allowance + 1, less the one under way
         return left * self.min_frame if left > 0 else 0
 
     def text_frames(self, n: int) -> None:
         self.frames += n
+        if self.newlines // self.per_frame > self.allowance:
+            self.seen = self.frames
         if self.frames > self.allowance:
             self.passed = True
 

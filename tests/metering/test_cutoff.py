@@ -8,6 +8,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from seatbelt.apis import route_request
 from seatbelt.apis.anthropic import Anthropic
@@ -270,3 +272,19 @@ def test_newlines_a_held_stream_counted_unscanned_are_not_counted_again(
     sc = scanner(name, 500)
     assert b"".join(run(sc, body_frames[:300])) == b"".join(body_frames[:300])
     assert given and all(hint == counted for hint, counted in given), given
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=40),
+       st.integers(0, 120), st.sampled_from(["sse", "ndjson"]))
+def test_seen_is_the_cheap_bound_until_it_could_pass_then_the_exact_count(
+        calls: list[tuple[bool, int]], allowance: int, framing: str) -> None:
+    """OutputWatch.seen, kept up to date by lines() and text_frames(), is at every point the
+    newline bound while that is within the allowance, and the exact frame count after."""
+    w = OutputWatch(Anthropic(), framing, allowance)  # type: ignore[arg-type]
+    for newlines, n in calls:
+        if newlines:
+            w.lines(n)
+        else:
+            w.text_frames(n)
+        bound = w.newlines // w.per_frame
+        assert w.seen == (w.frames if bound > allowance else bound)
