@@ -661,7 +661,8 @@ class Scanner:
             if self.watch is not None and self._framer.newline == b"\n" and self._looked >= mark:
                 # _stretch counted kept[mark:_looked]: count only what came after.
                 newlines = self._unscanned_newlines + kept.count(b"\n", self._looked)
-            self._scan(bytes(kept[mark:]), newlines)
+            # One copy: kept[mark:] would copy into a bytearray first, then bytes() again.
+            self._scan(bytes(memoryview(kept)[mark:]), newlines)
 
     def _finish(self) -> bytes:
         self._catch_up()
