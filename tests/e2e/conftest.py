@@ -42,10 +42,32 @@ def mitmdump_binary() -> str:
     return os.environ.get("SEATBELT_MITMDUMP") or str(Path(sys.executable).with_name("mitmdump"))
 
 
+# Ports handed to servers a test starts are picked below the kernel's ephemeral range: a
+# port from bind(0) is one the next outgoing connection of any process may take before the
+# server binds it (a CI run lost a mitmdump start so: "address already in use").
+LOWEST_PORT = 10000
+
+
+def ephemeral_start() -> int:
+    """The first port the kernel gives outgoing connections (0 when unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, outside the ephemeral range where there is room."""
+    top = ephemeral_start()
+    for _ in range(200):
+        port = secrets.randbelow(top - LOWEST_PORT) + LOWEST_PORT if top > LOWEST_PORT else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def tag() -> str:

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import pytest
 
 from seatbelt.ledger import Ledger, open_ledger
+from tests.e2e.conftest import free_port
 
 BACKENDS = ["memory", "sqlite", "redis"]
 
@@ -62,12 +63,6 @@ def url_for(backend: str, directory: Path) -> str:
 
 
 # -- a real redis-server ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

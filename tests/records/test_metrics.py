@@ -19,6 +19,7 @@ from seatbelt.records.metrics import (
     parse_address,
     tokens_per_second,
 )
+from tests.e2e.conftest import free_port
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset], float]:
@@ -360,12 +361,6 @@ def get(addr: tuple[str, int], path: str) -> tuple[int, str]:
         return resp.status, resp.read().decode()
     finally:
         conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
