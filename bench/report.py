@@ -120,20 +120,38 @@ def _ab_table(r: dict[str, Any]) -> list[str]:
 
 def _abreast_table(ab: dict[str, Any]) -> list[str]:
     """The `abreast` part: both commits' proxies loaded at the same time on one core."""
-    if not any(body in ab for body in ("json", "sse")):
+    return _part_table(
+        ab, lambda rev: f"A/B side by side against {rev} (bench/abreast.py: both proxies on "
+        f"one core, each loaded by its own wrk at the same time, {ab.get('seconds')} s windows "
+        f"over {ab.get('starts')} start(s); proxy CPU us per request, median of windows; "
+        f"ratio: {rev}'s CPU over this commit's, above 1 is cheaper):",
+        ["windows", "seatbelt CPU us", "seatbelt@{rev} CPU us", "ratio", "range",
+         "requests/s ratio"],
+        lambda row: [str(row["windows"]), _num(row["new_cpu_us"]), _num(row["old_cpu_us"]),
+                     f"{row['cpu_ratio']:.3f}",
+                     f"{row['cpu_ratio_min']:.3f}-{row['cpu_ratio_max']:.3f}",
+                     f"{row['rps_ratio']:.3f}"])
+
+
+def _instructions_table(ir: dict[str, Any]) -> list[str]:
+    """The `instructions` part: user-space instructions per request under callgrind."""
+    return _part_table(
+        ir, lambda rev: f"A/B in instructions against {rev} (bench/instructions.py: each proxy "
+        f"under callgrind, {ir.get('requests')} requests counted after a warm-up; user-space "
+        f"instructions per request of the whole process; ratio: {rev}'s over this commit's):",
+        ["seatbelt", "seatbelt@{rev}", "ratio"],
+        lambda row: [_num(row["new_ir"]), _num(row["old_ir"]), f"{row['ratio']:.4f}"])
+
+
+def _part_table(part: dict[str, Any], caption: Any, columns: list[str], cells: Any) -> list[str]:
+    """An A/B part's table: its caption (given the other commit), a column per figure
+    (`{rev}` names the other commit) and a row per body kind it measured."""
+    if not any(body in part for body in ("json", "sse")):
         return []
-    rev = ab.get("against", "?")
-    lines = ["", f"A/B side by side against {rev} (bench/abreast.py: both proxies on one core, "
-             f"each loaded by its own wrk at the same time, {ab.get('seconds')} s windows over "
-             f"{ab.get('starts')} start(s); proxy CPU us per request, median of windows; "
-             f"ratio: {rev}'s CPU over this commit's, above 1 is cheaper):", "",
-             f"| response | windows | seatbelt CPU us | seatbelt@{rev} CPU us | ratio "
-             "| range | requests/s ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    return lines + _body_rows(ab, lambda row: [
-        str(row["windows"]), _num(row["new_cpu_us"]), _num(row["old_cpu_us"]),
-        f"{row['cpu_ratio']:.3f}", f"{row['cpu_ratio_min']:.3f}-{row['cpu_ratio_max']:.3f}",
-        f"{row['rps_ratio']:.3f}"])
+    rev = part.get("against", "?")
+    names = [c.format(rev=rev) for c in columns]
+    return ["", caption(rev), "", "| response | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(names)] + _body_rows(part, cells)
 
 
 def _body_rows(part: dict[str, Any], cells: Any) -> list[str]:
@@ -141,20 +159,6 @@ def _body_rows(part: dict[str, Any], cells: Any) -> list[str]:
     return [f"| {label} | " + " | ".join(cells(part[body])) + " |"
             for body, label in (("json", "small JSON"), ("sse", "SSE, 200 frames"))
             if part.get(body)]
-
-
-def _instructions_table(ir: dict[str, Any]) -> list[str]:
-    """The `instructions` part: user-space instructions per request under callgrind."""
-    if not any(body in ir for body in ("json", "sse")):
-        return []
-    rev = ir.get("against", "?")
-    lines = ["", f"A/B in instructions against {rev} (bench/instructions.py: each proxy under "
-             f"callgrind, {ir.get('requests')} requests counted after a warm-up; "
-             "user-space instructions per request of the whole process; ratio: "
-             f"{rev}'s over this commit's):", "",
-             f"| response | seatbelt | seatbelt@{rev} | ratio |", "| --- | --- | --- | --- |"]
-    return lines + _body_rows(ir, lambda row: [
-        _num(row["new_ir"]), _num(row["old_ir"]), f"{row['ratio']:.4f}"])
 
 
 def markdown(r: dict[str, Any]) -> str:
