@@ -468,7 +468,7 @@ class Bench:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="./run.sh bench", description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--quick", action="store_true", help="a fast smoke run (about two minutes)")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run (about three minutes)")
     p.add_argument("--write", action="store_true",
                    help="write bench/results.md and the docs/speed.md block")
     p.add_argument("--only", nargs="+", choices=PARTS, metavar="PART",
