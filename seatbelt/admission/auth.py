@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from mitmproxy import http
 
 from seatbelt.apis.base import ApiFamily, Credentials
+from seatbelt.codec.headers import header_lists
 
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 
@@ -32,23 +33,10 @@ def find_credential(family: ApiFamily, request: http.Request) -> Credentials:
     return find_in(request, family.credential_headers, family.credential_query)
 
 
-def header_values(request: http.Request, names: Sequence[str]) -> dict[str, list[str]]:
-    """The values of these (lowercase) header names, in one pass over the raw fields: what
-    `Headers.get_all` gives for each (its names match by bytes.lower(), as here), without a
-    pass per name."""
-    wanted = {name.encode(): name for name in names}
-    out: dict[str, list[str]] = {}
-    for raw, value in request.headers.fields:
-        name = wanted.get(raw.lower())
-        if name is not None:
-            out.setdefault(name, []).append(value.decode("utf-8", "surrogateescape"))
-    return out
-
-
 def find_in(request: http.Request, headers: Sequence[str], query: Sequence[str]) -> Credentials:
     """The one credential among these header and query names (find_credential's rules)."""
     found: dict[str, str] = {}
-    sent = header_values(request, headers)
+    sent = header_lists(request.headers, headers)
     for name in headers:
         values = sent.get(name)
         if not values:

@@ -9,7 +9,25 @@ decodes them, repeats folded with ", ") without the layers. Pure functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mitmproxy import http
+
+
+def _decoded(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")  # as mitmproxy's Headers decode values
+
+
+def header_lists(headers: http.Headers, names: Sequence[str]) -> dict[str, list[str]]:
+    """`headers.get_all(name)` for each of these lowercase names that is present, in one
+    pass over the raw fields rather than one pass per name."""
+    wanted = {name.encode(): name for name in names}
+    out: dict[str, list[str]] = {}
+    for raw, value in headers.fields:
+        name = wanted.get(raw.lower())
+        if name is not None:
+            out.setdefault(name, []).append(_decoded(value))
+    return out
 
 
 def header_value(headers: http.Headers, name: bytes) -> str | None:
@@ -25,8 +43,8 @@ def header_value(headers: http.Headers, name: bytes) -> str | None:
     if found is None:
         return None
     if len(found) == 1:
-        return found[0].decode("utf-8", "surrogateescape")
-    return ", ".join(v.decode("utf-8", "surrogateescape") for v in found)
+        return _decoded(found[0])
+    return ", ".join(_decoded(v) for v in found)
 
 
 def header(headers: http.Headers, name: bytes) -> str:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from mitmproxy.http import Headers
 from mitmproxy.test import tflow
 
-from seatbelt.codec.headers import header, header_value, host_header
+from seatbelt.codec.headers import header, header_lists, header_value, host_header
 
 NAMES = [b"Host", b"HOST", b"host", b"content-type", b"Content-Encoding", b"upgrade",
          "\u212aey".encode(), b"x-a", b"transfer-encoding", b""]
@@ -38,3 +38,16 @@ def test_the_host_header_is_mitmproxys_host_header(fields, version, authority):
     req.data.http_version = version
     req.authority = authority
     assert host_header(req) == req.host_header
+
+
+def test_header_lists_are_what_mitmproxy_gives_each_name():
+    """The one-pass reading gives what Headers.get_all gives per name: any case, repeats in
+    order, non-ASCII names and values that are not UTF-8."""
+    headers = Headers(((b"AUTHORIZATION", b"Bearer a"), (b"x-other", b"1"),
+                       (b"api-KEY", b"k\xff"), (b"Authorization", b"Bearer b"),
+                       ("\u212aey".encode(), b"kelvin"), (b"x-api-key", b"z")))
+    names = ("authorization", "api-key", "x-api-key", "key", "absent")
+    got = header_lists(headers, names)
+    for name in names:
+        assert got.get(name, []) == headers.get_all(name), name
+    assert got["authorization"] == ["Bearer a", "Bearer b"]
