@@ -35,7 +35,7 @@ import json
 import re
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -227,15 +227,25 @@ class Policy:
         return self._by_fp.get(fp)
 
     def caps_for(self, key: Key) -> list[Cap]:
-        """The key's cap, then its account's; both always, so spend is recorded for both.
-        (Made once per key and policy: a request asks twice.)"""
-        found = self._caps.get(key.id)
+        """The key's cap, then its account's; both always, so spend is recorded for both."""
+        return self._per_key(self._caps, key, self._token_caps)
+
+    def _token_caps(self, key: Key) -> tuple[Cap, ...]:
+        account = self._account_of(key)
+        return (Cap(f"key:{key.id}", key.cap, key.window),
+                Cap(f"account:{account.id}", account.cap, account.window))
+
+    def _per_key(self, cache: dict[str, tuple[Key, tuple[Cap, ...]]], key: Key,
+                 make: Callable[[Key], tuple[Cap, ...]]) -> list[Cap]:
+        """make(key), once per key and policy (a request asks for its caps twice)."""
+        found = cache.get(key.id)
         if found is None or found[0] is not key:
-            account = self.accounts.get(key.account) or Account(key.account, None, Window())
-            found = (key, (Cap(f"key:{key.id}", key.cap, key.window),
-                           Cap(f"account:{account.id}", account.cap, account.window)))
-            self._caps[key.id] = found
+            found = (key, make(key))
+            cache[key.id] = found
         return list(found[1])
+
+    def _account_of(self, key: Key) -> Account:
+        return self.accounts.get(key.account) or Account(key.account, None, Window())
 
     def model_label(self, model: str | None) -> str:
         """A metrics label clients cannot choose: a model the policy names, else "other"."""
@@ -260,15 +270,14 @@ class Policy:
     def usd_caps_for(self, key: Key) -> list[Cap]:
         """USD caps (micro-dollars) of the key and its account, both metered when either
         has `cap_usd`; [] when neither has one (no USD hold at all)."""
-        found = self._usd_caps.get(key.id)
-        if found is None or found[0] is not key:
-            account = self.accounts.get(key.account) or Account(key.account, None, Window())
-            caps: tuple[Cap, ...] = () if key.cap_usd is None and account.cap_usd is None else (
-                Cap(f"usd:key:{key.id}", key.cap_usd, key.window_usd),
+        return self._per_key(self._usd_caps, key, self._usd_caps_of)
+
+    def _usd_caps_of(self, key: Key) -> tuple[Cap, ...]:
+        account = self._account_of(key)
+        if key.cap_usd is None and account.cap_usd is None:
+            return ()
+        return (Cap(f"usd:key:{key.id}", key.cap_usd, key.window_usd),
                 Cap(f"usd:account:{account.id}", account.cap_usd, account.window_usd))
-            found = (key, caps)
-            self._usd_caps[key.id] = found
-        return list(found[1])
 
     def price_for(self, model: str | None) -> Price | None:
         """The model's price by the name the request sends; None = unpriced."""

@@ -19,8 +19,8 @@ CREDENTIAL_QUERY = tuple(dict.fromkeys(q for f in FAMILIES for q in f.credential
 REDACTED = "[redacted by seatbelt]"
 
 
-_RAW_HEADERS = frozenset(n.encode() for n in CREDENTIAL_HEADERS)
 _NAMED_HEADERS = tuple((n, n.encode()) for n in CREDENTIAL_HEADERS)
+_RAW_HEADERS = frozenset(raw for _, raw in _NAMED_HEADERS)
 
 
 def redact_flow(flow: http.HTTPFlow) -> None:
