@@ -103,6 +103,10 @@ class Bench:
     def starts_for(self, rounds: int) -> int:
         return max(1, min(self.args.restarts, rounds))
 
+    def other_commit(self) -> str:
+        """What the A/B parts compare with: --against, else the commit before this one."""
+        return self.args.against or "HEAD~1"
+
     # -- helpers ---------------------------------------------------------------------
 
     def script(self, proc: proxies.Proc, body: str) -> Path:
@@ -372,7 +376,7 @@ class Bench:
 
         a = self.args
         self.result["abreast"] = abreast.run(
-            a.against or "HEAD~1", up.port, self.tmp, self.proxy_cpus,
+            self.other_commit(), up.port, self.tmp, self.proxy_cpus,
             lambda p, body, seconds: self.wrk(p, body, 8, seconds),
             windows=a.windows, seconds=a.window_seconds, starts=self.starts_for(a.windows),
             log=log)
@@ -385,7 +389,7 @@ class Bench:
 
         try:
             self.result["instructions"] = instructions.run(
-                self.args.against or "HEAD~1", up.port, self.tmp,
+                self.other_commit(), up.port, self.tmp,
                 requests=self.args.ir_requests, log=log)
         except instructions.ValgrindMissing as e:
             log(str(e))
@@ -436,7 +440,8 @@ class Bench:
         needs_proxies = parts & {"throughput", "latency", "ttfb", "memory", "abreast",
                                  "instructions"}
         if needs_proxies:
-            wrk.find_wrk()
+            if needs_proxies - {"instructions"}:  # the instruction count sends its own load
+                wrk.find_wrk()
             up = proxies.start_upstream(self.tmp, self.load_cpus)
             try:
                 if parts & {"throughput", "latency", "ttfb"}:
