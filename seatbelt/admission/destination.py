@@ -53,6 +53,10 @@ def header_host(flow: http.HTTPFlow) -> str | None:
     value = host_header(flow.request)
     if not value:
         return None
+    if "," in value or len(value.split()) != 1:
+        # Sent twice (read folded, "a, b") or a list: not one host. Its whole text is
+        # what it names, so it equals no destination: a front end could take either.
+        return value.strip().lower() or None
     if value.startswith("["):
         name = value[1:].split("]", 1)[0]
     else:

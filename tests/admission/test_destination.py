@@ -43,9 +43,23 @@ def test_the_destination_is_where_mitmproxy_connects() -> None:
     ("10.1.2.3", "api.example.com", "transparent", None, None),
     ("[::1]", "[::1]:8080", "regular", None, None),
     ("api.example.com", None, "regular", None, None),
+    # One header holding two hosts, or a host and more: the first alone looked like a match.
+    ("api.example.com", "api.example.com:443, free.example", "regular", None,
+     "api.example.com:443, free.example"),
+    ("api.example.com", "api.example.com free.example", "regular", None,
+     "api.example.com free.example"),
 ])
 def test_a_host_header_naming_another_host(host, header, mode, sni, mismatch) -> None:
     assert destination.host_mismatch(flow(host, header, mode, sni)) == mismatch
+
+
+@pytest.mark.parametrize("second", [b"free.example", b"api.example.com", b"API.example.com:443"])
+def test_a_host_header_sent_twice_is_a_mismatch(second: bytes) -> None:
+    """Two Host fields read folded ("api.example.com:443, free.example": before, the part up
+    to the one colon matched); an upstream may take either, so neither is taken."""
+    f = flow("api.example.com", None)
+    f.request.headers.fields += ((b"Host", b"api.example.com:443"), (b"host", second))
+    assert destination.host_mismatch(f) == f"api.example.com:443, {second.decode().lower()}"
 
 
 def test_llm_hosts_reverse_mode_and_policy_named(tmp_path) -> None:

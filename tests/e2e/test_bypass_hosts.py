@@ -67,3 +67,16 @@ def test_the_real_destination_is_metered(proxy: Proxy, upstream: str) -> None:
     assert status == 200 and json.loads(content)["server"] == "uvicorn"
     (line,) = proxy.wait_audit(KEY.id, 1)
     assert line["outcome"] == "served" and line["host"] == "127.0.0.1", line
+
+
+@pytest.mark.parametrize("second", ["free.example", "{upstream}"])
+def test_a_second_host_header_is_refused(proxy: Proxy, upstream: str, second: str) -> None:
+    """The destination's own Host, then another (or the same again): read folded, the part
+    before the one colon used to match the destination, so a front end that routes by the
+    second field got a request seatbelt judged by the first. Now refused before upstream."""
+    own = upstream.removeprefix("http://")
+    status, headers, content = send(proxy, "/v1/chat/completions", KEY.credential,
+                                    absolute=upstream, host=own,
+                                    extra=(f"Host: {second.format(upstream=own)}",))
+    assert (status, headers.get("x-seatbelt-refused")) == (400, "invalid_request"), content
+    assert b"Host header names" in content, content
